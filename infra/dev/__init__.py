@@ -1,0 +1,1 @@
+"""The dev stack: PostgreSQL dev and test databases and a password-protected Redis."""

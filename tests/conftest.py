@@ -1,0 +1,148 @@
+"""Fixtures that start real PostgreSQL and Redis servers on free ports in temporary directories.
+
+One PostgreSQL server per test session (a fresh database per test), more on demand through
+``pg_server_factory`` (sync tests need two servers with different system identifiers), one Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tether.conninfo import DatabaseAddress
+from tether.native import postgres as native_pg
+from tether.native import redis as native_redis
+from tether.native.binaries import redis_programs, server_bindir
+from tether.native.sysuser import ServiceUser, make_private_dir, service_user
+from tether.redis_client import RedisAddress
+from tether.secrets import generate_password
+
+PG_MAJOR = int(os.environ.get("TETHER_TEST_PG_MAJOR", "15"))
+# Test servers trade durability for speed; the benchmark uses PostgreSQL's defaults instead.
+FAST_TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                      "max_connections": "60", "shared_buffers": "64MB"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningPostgres:
+    """A real server started for the tests, with its superuser's address."""
+
+    server: native_pg.PostgresServer
+    admin: DatabaseAddress  # superuser, database `postgres`
+
+    def create_database(self, name: str | None = None) -> DatabaseAddress:
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.admin.with_database(name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _scratch_dir(prefix: str, user: ServiceUser | None) -> Path:
+    # Not pytest's tmp_path: it is 0700 under root's tree, which the unprivileged server user cannot enter.
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    if user:
+        os.chown(path, user.uid, user.gid)
+    return path
+
+
+def start_postgres(settings: dict[str, str] | None = None) -> RunningPostgres:
+    user = service_user()
+    base = _scratch_dir("tether-pg-", user)
+    password = generate_password()
+    server = native_pg.PostgresServer(
+        datadir=make_private_dir(base / "data", user), bindir=server_bindir(PG_MAJOR), port=free_port(),
+        socket_dir=base / "sock", log_file=base / "postgres.log", run_as=user,
+        settings=FAST_TEST_SETTINGS if settings is None else settings,
+    )
+    native_pg.init_cluster(server, "postgres", password)
+    native_pg.start(server)
+    return RunningPostgres(server, DatabaseAddress("127.0.0.1", server.port, "postgres", "postgres", password))
+
+
+def stop_postgres(running: RunningPostgres) -> None:
+    native_pg.stop(running.server, timeout=10)
+    shutil.rmtree(running.server.datadir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server_factory() -> Iterator[Callable[..., RunningPostgres]]:
+    """Start extra PostgreSQL servers; all are stopped at the end of the session."""
+    started: list[RunningPostgres] = []
+
+    def factory(settings: dict[str, str] | None = None) -> RunningPostgres:
+        running = start_postgres(settings)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        stop_postgres(running)
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_server_factory: Callable[..., RunningPostgres]) -> RunningPostgres:
+    """The session's shared PostgreSQL server."""
+    return pg_server_factory()
+
+
+@pytest.fixture
+def pg_db(pg_server: RunningPostgres) -> Iterator[DatabaseAddress]:
+    """A fresh, empty database on the shared server (superuser address), dropped after the test."""
+    address = pg_server.create_database()
+    yield address
+    pg_server.drop_database(address.database)
+
+
+@dataclass
+class RunningRedis:
+    server: native_redis.RedisServer
+
+    @property
+    def address(self) -> RedisAddress:
+        return self.server.address
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RunningRedis]:
+    user = service_user()
+    base = _scratch_dir("tether-redis-", user)
+    program, _ = redis_programs()
+    server = native_redis.RedisServer(datadir=make_private_dir(base / "data", user), server_program=program,
+                                      port=free_port(), password=generate_password(),
+                                      log_file=base / "data" / "redis.log", run_as=user)
+    native_redis.start(server)
+    yield RunningRedis(server)
+    native_redis.stop(server)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def isolated_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throwaway project root (runtime state, dumps, env files go here, not into the checkout)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("TETHER_PROJECT_ROOT", str(root))
+    monkeypatch.delenv("TETHER_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("TETHER_DUMPS_DIR", raising=False)
+    return root

@@ -1,0 +1,127 @@
+"""One local Redis server as a process, with a password and an append-only file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether.errors import TetherError
+from tether.native.postgres import tail_of
+from tether.native.sysuser import ServiceUser, popen_kwargs
+from tether.redis_client import RedisAddress, RedisError, ping
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    datadir: Path
+    server_program: Path
+    port: int
+    password: str
+    log_file: Path
+    run_as: ServiceUser | None = None
+    bind_address: str = "127.0.0.1"
+    appendonly: bool = True
+
+    @property
+    def config_file(self) -> Path:
+        return self.datadir / "redis.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.datadir / "redis.pid"
+
+    @property
+    def address(self) -> RedisAddress:
+        return RedisAddress(self.bind_address, self.port, self.password)
+
+
+def render_config(server: RedisServer) -> str:
+    """redis.conf: the password lives here (mode 0600), never on the command line where ps shows it."""
+    return "\n".join([
+        f"bind {server.bind_address}",
+        "protected-mode yes",
+        f"port {server.port}",
+        "daemonize yes",
+        f"pidfile {server.pid_file}",
+        f"logfile {server.log_file}",
+        f"dir {server.datadir}",
+        f"appendonly {'yes' if server.appendonly else 'no'}",
+        "appendfsync everysec",
+        "save 900 1 300 10 60 10000",
+        "dbfilename dump.rdb",
+        f'requirepass "{server.password}"',
+        "",
+    ])
+
+
+def write_config(server: RedisServer) -> None:
+    server.config_file.write_text(render_config(server))
+    server.config_file.chmod(0o600)
+    if server.run_as:
+        os.chown(server.config_file, server.run_as.uid, server.run_as.gid)
+
+
+def running_pid(server: RedisServer) -> int | None:
+    try:
+        pid = int(server.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return None
+    except PermissionError:
+        return pid
+    if b"redis" not in cmdline or "State:\tZ" in status:
+        return None
+    return pid
+
+
+def start(server: RedisServer, timeout: float = 20) -> None:
+    """Start Redis and return once it answers an authenticated PING."""
+    if server.pid_file.exists() and running_pid(server) is None:
+        server.pid_file.unlink()
+    write_config(server)
+    if server.run_as:
+        if not server.log_file.exists() and os.access(server.log_file.parent, os.W_OK):
+            server.log_file.touch()
+        if server.log_file.exists():
+            os.chown(server.log_file, server.run_as.uid, server.run_as.gid)
+    result = subprocess.run([str(server.server_program), str(server.config_file)], capture_output=True, text=True,
+                            cwd=str(server.datadir), check=False, **popen_kwargs(server.run_as))
+    if result.returncode != 0:
+        raise TetherError(f"Redis on port {server.port} did not start (exit {result.returncode}): "
+                          f"{result.stderr.strip() or tail_of(server.log_file)}")
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        try:
+            ping(server.address, timeout=1)
+            return
+        except RedisError as error:
+            last_error = str(error)
+            time.sleep(0.05)
+    raise TetherError(f"Redis on port {server.port} did not answer within {timeout:.0f}s ({last_error}). "
+                      f"Its log {server.log_file} ends with:\n{tail_of(server.log_file)}")
+
+
+def stop(server: RedisServer, timeout: float = 20) -> bool:
+    """SIGTERM (Redis flushes its AOF and exits), then SIGKILL after ``timeout``."""
+    pid = running_pid(server)
+    if pid is None:
+        server.pid_file.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running_pid(server) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if running_pid(server) is not None:
+        os.kill(pid, signal.SIGKILL)
+    server.pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,37 @@
+"""The one place where domain errors become an exit: a masked one-paragraph message and a code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke.exceptions import Exit
+
+from tether.errors import TetherError
+from tether.secrets import mask_text
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def domain_errors(func: F) -> F:
+    """Turn ``TetherError`` (and Ctrl-C) into ``invoke.Exit`` with a masked message, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TetherError as error:
+            raise Exit(mask_text(error.message), code=error.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("Interrupted.", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output for CI: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
