@@ -15,8 +15,9 @@ _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 # scheme://user:password@host ; the password ends at the last '@' before the host part.
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<password>[^\s]*)(?P<at>@)")
-_KEYWORD_PASSWORD = re.compile(r"(?P<key>\b(?:password|PGPASSWORD|requirepass)\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
-                               re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<key>\b(?:password|PGPASSWORD|requirepass)\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|\S+)", re.IGNORECASE
+)
 
 
 def generate_password(length: int = 32) -> str:

@@ -44,7 +44,8 @@ class PostgresServer:
 def _run(server: PostgresServer, argv: list[str], what: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
     if server.run_as:
-        env["HOME"] = server.run_as.home if os.path.isdir(server.run_as.home) else "/tmp"
+        # The server user's own home, or the filesystem root when it has none (a --no-create-home account).
+        env["HOME"] = server.run_as.home if os.path.isdir(server.run_as.home) else "/"
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False,
                             cwd="/", **popen_kwargs(server.run_as))
     if result.returncode != 0:

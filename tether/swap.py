@@ -1,0 +1,134 @@
+"""Replacing a local database atomically: build under a scratch name, then swap names in one transaction.
+
+Restores and syncs build into ``<target>__tether_<purpose>_<stamp>``; only when that succeeded does the swap
+rename the target away and the scratch database in, in a single transaction, so an interrupted run never
+leaves the target half-written. Leftovers of interrupted runs are found by their names and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from tether.conninfo import DatabaseAddress
+from tether.errors import TetherError
+
+MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
+SCRATCH_MARK = "__tether_"
+_SCRATCH_PATTERN = re.compile(r"^(?P<target>.+)__tether_(?P<purpose>[a-z]+)_(?P<pid>\d+)_(?P<stamp>\d+)$")
+
+
+@dataclass(frozen=True)
+class ScratchName:
+    target: str
+    purpose: str
+    pid: int
+    stamp: int
+
+    def __str__(self) -> str:
+        return f"{self.target}{SCRATCH_MARK}{self.purpose}_{self.pid}_{self.stamp}"
+
+
+def scratch_name(target: str, purpose: str) -> str:
+    """A fresh scratch name for ``target``; ``purpose`` is a short lowercase word (restore, sync, old)."""
+    name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1000))
+    if len(name.encode()) > MAX_IDENTIFIER:
+        raise TetherError(f"The database name {target!r} is too long to build beside it under a scratch name "
+                          f"({len(name.encode())} > {MAX_IDENTIFIER} bytes). Use a database name of at most "
+                          f"{MAX_IDENTIFIER - len(SCRATCH_MARK) - 30} bytes.")
+    return name
+
+
+def parse_scratch_name(name: str) -> ScratchName | None:
+    match = _SCRATCH_PATTERN.match(name)
+    if not match:
+        return None
+    return ScratchName(match["target"], match["purpose"], int(match["pid"]), int(match["stamp"]))
+
+
+def _admin_connect(admin: DatabaseAddress) -> psycopg.Connection:
+    return psycopg.connect(admin.conninfo(connect_timeout="10"), autocommit=True)
+
+
+def database_exists(admin: DatabaseAddress, name: str) -> bool:
+    with _admin_connect(admin) as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_leftovers(admin: DatabaseAddress, target: str, purposes: tuple[str, ...] = ()) -> list[str]:
+    """Drop scratch databases of ``target`` whose creating process is gone; returns their names."""
+    dropped: list[str] = []
+    with _admin_connect(admin) as conn:
+        names = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{target}{SCRATCH_MARK}%",))]
+        for name in names:
+            parsed = parse_scratch_name(name)
+            if parsed is None or parsed.target != target or (purposes and parsed.purpose not in purposes):
+                continue
+            if parsed.pid == os.getpid() or _pid_alive(parsed.pid):
+                continue  # another run (or this one) is still building it
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            dropped.append(name)
+    return dropped
+
+
+def terminate_sessions(conn: psycopg.Connection, database: str) -> int:
+    """Disconnect every other session on ``database``; returns how many were told to go."""
+    rows = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (database,),
+    ).fetchall()
+    return len(rows)
+
+
+def swap_in(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> int:
+    """Make ``scratch`` become ``target``; the old ``target`` (if any) is dropped afterwards.
+
+    Both renames happen in one transaction, so at every instant exactly one complete database has the
+    target's name. Sessions on the old target are terminated first (they could not survive a rename).
+    Returns the number of sessions that were disconnected.
+    """
+    retired = scratch_name(target, "old")
+    disconnected = 0
+    with _admin_connect(admin) as conn:
+        for attempt in range(attempts):
+            disconnected += terminate_sessions(conn, target)
+            terminate_sessions(conn, scratch)
+            try:
+                with conn.transaction():
+                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
+                    if exists:
+                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                            sql.Identifier(target), sql.Identifier(retired)))
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(scratch), sql.Identifier(target)))
+                break
+            except psycopg.errors.ObjectInUse:
+                # A client reconnected between terminate and rename; try again shortly.
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            raise TetherError(f"Could not swap in the new {target!r}: clients keep reconnecting to it. Stop the "
+                              f"application that uses it and run the command again; {target!r} is unchanged and "
+                              f"the new copy is kept as {scratch!r} until the next run cleans it up.")
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(retired)))
+    return disconnected
+
+
+def drop_database(admin: DatabaseAddress, name: str) -> None:
+    with _admin_connect(admin) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
