@@ -2,8 +2,8 @@
 
 from invoke import Collection
 
-from tether.tasks import devstack
+from tether.tasks import checks, devstack
 
 ns = Collection()
-for task in (devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql):
+for task in (devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, checks.test, checks.lint):
     ns.add_task(task)
