@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,7 @@ def wait_healthy(endpoints: DevEndpoints, timeout: float = 60.0) -> list[HealthR
 
 
 def bring_up(backend: str = "auto", *, progress: Progress = lambda _m: None, init_schema: bool = True,
-             write_env: bool = True) -> UpReport:
+             write_env: bool = True, env_drivers: Sequence[str] | None = None) -> UpReport:
     """Start the dev stack with ``backend``, wait until healthy, apply the schema, write the env files."""
     started = time.perf_counter()
     chosen = choose_backend(backend)
@@ -87,7 +87,7 @@ def bring_up(backend: str = "auto", *, progress: Progress = lambda _m: None, ini
     if init_schema:
         report.steps.extend(_apply_schema(endpoints, progress))
     if write_env:
-        report.steps.extend(_write_env_files(progress))
+        report.steps.extend(_write_env_files(progress, env_drivers))
     report.seconds = time.perf_counter() - started
     return report
 
@@ -105,10 +105,10 @@ def _apply_schema(endpoints: DevEndpoints, progress: Progress) -> list[str]:
     return steps
 
 
-def _write_env_files(progress: Progress) -> list[str]:
+def _write_env_files(progress: Progress, drivers: Sequence[str] | None) -> list[str]:
     from tether import envfiles
 
-    written = envfiles.write_env_files()
+    written = envfiles.write_env_files(drivers)
     if written:
         progress(f"env files: wrote {', '.join(str(path.name) for path in written)}")
     return [f"env: {len(written)} file(s) written"]

@@ -125,12 +125,15 @@ def resolve_database(spec: str) -> DatabaseAddress:
 
 
 @contextmanager
-def open_database(spec: str, *, readonly: bool = False) -> Iterator[DatabaseAddress]:
-    """Like ``resolve_database``, but ``prod`` starts (or reuses) the Cloud SQL proxy for the duration."""
+def open_database(spec: str, *, readonly: bool = False, admin: bool = False) -> Iterator[DatabaseAddress]:
+    """Like ``resolve_database``, but ``prod`` starts (or reuses) the Cloud SQL proxy for the duration.
+
+    For prod, ``readonly`` logs in as the read-only role and ``admin`` as the administrator (migrations).
+    """
     if spec != "prod":
         yield resolve_database(spec)
         return
     from tether.production import production_database
 
-    with production_database(readonly=readonly) as address:
+    with production_database(readonly=readonly, admin=admin) as address:
         yield address

@@ -17,6 +17,10 @@ INSTANCE_ENV = "TETHER_PROD_INSTANCE"
 # Names of environment variables, not passwords.
 PASSWORD_ENV = "TETHER_PROD_PASSWORD"  # noqa: S105
 READONLY_PASSWORD_ENV = "TETHER_PROD_READONLY_PASSWORD"  # noqa: S105
+# Migrations need an administrator, never the application role (see sql/0001_roles.sql).
+ADMIN_USER_ENV = "TETHER_PROD_ADMIN_USER"
+ADMIN_PASSWORD_ENV = "TETHER_PROD_ADMIN_PASSWORD"  # noqa: S105
+DEFAULT_ADMIN_USER = "postgres"
 IAM_ENV = "TETHER_PROD_IAM"
 IAM_USER_ENV = "TETHER_PROD_IAM_USER"
 PRIVATE_IP_ENV = "TETHER_PROXY_PRIVATE_IP"
@@ -56,7 +60,7 @@ def truthy(value: str | None) -> bool:
 
 
 def production_address(settings: ProdSettings, environ: Mapping[str, str], *, readonly: bool = False,
-                       iam: bool = False) -> DatabaseAddress:
+                       iam: bool = False, admin: bool = False) -> DatabaseAddress:
     """The production database as seen through the local proxy; the password comes from the environment.
 
     With IAM authentication the proxy supplies a token as the password, so none is read, and the user is
@@ -73,8 +77,12 @@ def production_address(settings: ProdSettings, environ: Mapping[str, str], *, re
                 "`.gserviceaccount.com`. The user must exist on the instance (`gcloud sql users create ... "
                 "--type=cloud_iam_user`).")
         return DatabaseAddress(LOOPBACK, settings.proxy_port, settings.database, user, None, options)
-    user = settings.readonly_user if readonly else settings.app_user
-    variable = READONLY_PASSWORD_ENV if readonly else PASSWORD_ENV
+    if admin:
+        user, variable = environ.get(ADMIN_USER_ENV, "").strip() or DEFAULT_ADMIN_USER, ADMIN_PASSWORD_ENV
+    elif readonly:
+        user, variable = settings.readonly_user, READONLY_PASSWORD_ENV
+    else:
+        user, variable = settings.app_user, PASSWORD_ENV
     password = environ.get(variable)
     if not password:
         secret = password_secret_id(settings, user)
@@ -87,7 +95,7 @@ def production_address(settings: ProdSettings, environ: Mapping[str, str], *, re
 
 
 @contextmanager
-def production_database(readonly: bool = False, *, iam: bool | None = None,
+def production_database(readonly: bool = False, *, iam: bool | None = None, admin: bool = False,
                         timeout: float = DEFAULT_TIMEOUT) -> Iterator[DatabaseAddress]:
     """The production database for the duration of the block, through a proxy started (or reused) for it.
 
@@ -98,7 +106,7 @@ def production_database(readonly: bool = False, *, iam: bool | None = None,
     settings = load_production_settings()
     use_iam = truthy(environ.get(IAM_ENV)) if iam is None else iam
     # Resolve everything that can be missing before starting a process.
-    address = production_address(settings, environ, readonly=readonly, iam=use_iam)
+    address = production_address(settings, environ, readonly=readonly, iam=use_iam, admin=admin)
     instance = prod_instance(settings, environ)
     with proxy_running(instance, settings.proxy_port, iam=use_iam, private_ip=truthy(environ.get(PRIVATE_IP_ENV)),
                        impersonate=environ.get(IMPERSONATE_ENV) or None, timeout=timeout):

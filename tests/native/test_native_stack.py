@@ -44,8 +44,9 @@ def native_project():
     root = Path(tempfile.mkdtemp(prefix="tether-native-project-"))
     data = Path(tempfile.mkdtemp(prefix="tether-native-data-"))
     data.chmod(0o755)
-    saved = {key: os.environ.get(key) for key in ("TETHER_PROJECT_ROOT", "TETHER_NATIVE_DATA")}
+    saved = {key: os.environ.get(key) for key in ("TETHER_PROJECT_ROOT", "TETHER_NATIVE_DATA", "TETHER_SQL_DIR")}
     os.environ["TETHER_PROJECT_ROOT"] = str(root)
+    os.environ["TETHER_SQL_DIR"] = str(REPO / "sql")
     os.environ["TETHER_NATIVE_DATA"] = str(data / "native")
     ports = {"dev": free_port(), "test": free_port(), "redis": free_port()}
     _write_stack_file(root, ports)
@@ -153,10 +154,17 @@ def test_purge_is_refused_in_ci_without_yes(native_project, monkeypatch):
     assert all(state.running for state in stack.status())
 
 
-def test_up_task_prints_masked_urls(native_project, capsys):
-    devstack.up(Context(), backend="native", json=True)  # the schema/env steps run too once they exist
+def test_up_task_migrates_writes_env_files_and_masks_urls(native_project, capsys):
+    root = native_project[0]
+    devstack.up(Context(), backend="native", json=True)
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] and report["backend"] == "native"
+    migrations = len(list((REPO / "sql").glob("*.sql")))
+    assert f"schema dev: {migrations} applied" in report["steps"]
+    assert f"schema test: {migrations} applied" in report["steps"]
+    assert (root / ".env.local").stat().st_mode & 0o777 == 0o600
+    devstack.up(Context(), backend="native", json=True)  # warm: nothing left to apply
+    assert "schema dev: 0 applied" in json.loads(capsys.readouterr().out)["steps"]
     secrets = json.loads((native_project[0] / ".runtime" / "native" / "secrets.json").read_text())
     printed = json.dumps(report)
     assert not any(password in printed for password in secrets.values())

@@ -21,9 +21,11 @@ def up(c: Context, backend: str | None = None, json: bool = False) -> None:
     """Bring the dev environment up: PostgreSQL dev and test databases and Redis, healthy and migrated."""
     from tether.console import console
     from tether.devenv import bring_up
+    from tether.tasks.env import configured_drivers
 
     out = console()
-    report = bring_up(_backend(c, backend), progress=(lambda m: None) if json else (lambda m: out.print(f"· {m}")))
+    report = bring_up(_backend(c, backend), progress=(lambda m: None) if json else (lambda m: out.print(f"· {m}")),
+                      env_drivers=configured_drivers(c))
     if json:
         print_json(report.as_dict())
         return

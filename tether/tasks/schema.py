@@ -37,9 +37,12 @@ def database_spec(c: Context, db: str | None) -> str:
 
 
 @contextmanager
-def _opened(spec: str, address: DatabaseAddress | None, *, readonly: bool = False) -> Iterator[DatabaseAddress]:
+def _opened(spec: str, address: DatabaseAddress | None, *, readonly: bool = False,
+            admin: bool = False) -> Iterator[DatabaseAddress]:
     # Only prod needs opening (the Cloud SQL proxy); every other spec was resolved without connecting.
-    with open_database(spec, readonly=readonly) if address is None else nullcontext(address) as opened:
+    # Migrations on prod log in as the administrator (TETHER_PROD_ADMIN_*), never as the application role.
+    opener = open_database(spec, readonly=readonly, admin=admin) if address is None else nullcontext(address)
+    with opener as opened:
         yield opened
 
 
@@ -82,7 +85,7 @@ def init(c: Context, db: str | None = None, dry_run: bool = False, yes: bool = F
     if guarded and not dry_run and not yes and not interactive():
         # Refuse before connecting (or starting the proxy): nobody could answer the question anyway.
         confirm(f"Apply the pending migrations in sql/ to {target}?", yes=False)
-    with _opened(spec, address) as opened:
+    with _opened(spec, address, admin=True) as opened:
         plan = inspect_database(opened)
         database = opened.masked_url()
         if plan.drift:
