@@ -77,3 +77,11 @@ def read_prod_stack_file(path: Path) -> dict[str, Any]:
 def load_prod_settings(path: Path) -> ProdSettings:
     values = read_prod_stack_file(path) if path.exists() else {}
     return prod_settings(values.get)
+
+
+def password_secret_id(instance_name: str, user: str) -> str:
+    """The Secret Manager id that holds ``user``'s password (letters, digits, ``-`` and ``_`` only).
+
+    Here, without Pulumi, so the tasks can name the secret the prod program creates.
+    """
+    return f"{instance_name}-{user}-password".replace(".", "-")

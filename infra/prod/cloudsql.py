@@ -1,0 +1,231 @@
+"""The hardened Cloud SQL for PostgreSQL instance with its database, users and their Secret Manager secrets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_random as random
+
+from infra.prod.config import ProdStackConfig, ReplicaConfig
+from infra.prod.settings import password_secret_id
+
+# Only these survive a URL, a shell and YAML unescaped (RFC 3986 "unreserved"), yet they satisfy
+# the instance's password complexity policy, which wants a non-alphanumeric character.
+URL_SAFE_SPECIALS = "-_.~"
+PASSWORD_LENGTH = 32
+SSL_MODE = "ENCRYPTED_ONLY"
+
+
+def data_options(parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
+    """Options for resources that hold data: ``protect`` makes Pulumi refuse to delete or replace them.
+
+    Built here, apart from the resource, because Pulumi's mocks never see resource options.
+    """
+    return pulumi.ResourceOptions(parent=parent, protect=True, depends_on=list(depends_on))
+
+
+def database_flags(config: ProdStackConfig) -> list[tuple[str, str]]:
+    """The instance's PostgreSQL flags: IAM login, slow-query and operational logging, then overrides."""
+    flags: dict[str, str] = {
+        "cloudsql.iam_authentication": "on" if config.iam_authentication else "off",
+        # Statements slower than this are logged with their duration; -1 turns it off.
+        "log_min_duration_statement": str(config.slow_query_ms),
+        "log_checkpoints": "on",
+        "log_lock_waits": "on",
+        "log_connections": "on",
+        "log_disconnections": "on",
+        # Schema changes leave an audit trail in Cloud Logging; data statements do not (they may carry PII).
+        "log_statement": "ddl",
+        "log_temp_files": "0",
+    }
+    if config.max_connections:
+        flags["max_connections"] = str(config.max_connections)
+    flags.update(config.extra_flags)
+    return sorted(flags.items())
+
+
+def ip_configuration(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs:
+    """TLS always; never an authorized network: clients come through the Cloud SQL proxy or the private IP."""
+    return gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
+        ipv4_enabled=config.public_ip,
+        private_network=config.private_network or None,
+        ssl_mode=SSL_MODE,
+        authorized_networks=[],
+    )
+
+
+def _common_settings(config: ProdStackConfig, tier: str, availability_type: str) -> dict[str, object]:
+    return {
+        "tier": tier,
+        "edition": config.edition,
+        "availability_type": availability_type,
+        "disk_type": config.disk_type,
+        "disk_size": config.disk_size_gb,
+        "disk_autoresize": True,
+        "disk_autoresize_limit": config.disk_autoresize_limit_gb,
+        "ip_configuration": ip_configuration(config),
+        "database_flags": [gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(name=name, value=value)
+                           for name, value in database_flags(config)],
+        "insights_config": gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+            query_insights_enabled=True,
+            query_string_length=1024,
+            record_application_tags=True,
+            record_client_address=False,
+        ),
+        "maintenance_window": gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
+            day=config.maintenance_day, hour=config.maintenance_hour, update_track=config.maintenance_update_track),
+        "user_labels": stack_labels(config),
+    }
+
+
+def primary_settings(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSettingsArgs:
+    """The primary's settings: backups with point-in-time recovery, password policy, deletion protection."""
+    return gcp.sql.DatabaseInstanceSettingsArgs(
+        **_common_settings(config, config.tier, config.availability_type),  # type: ignore[arg-type]
+        deletion_protection_enabled=True,
+        # Automated backups outlive the instance: deleting it by mistake is recoverable.
+        retain_backups_on_delete=True,
+        backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
+            enabled=True,
+            point_in_time_recovery_enabled=True,
+            start_time=config.backup_start_time,
+            location=config.backup_location or None,
+            transaction_log_retention_days=config.transaction_log_retention_days,
+            backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
+                retained_backups=config.retained_backups, retention_unit="COUNT"),
+        ),
+        password_validation_policy=gcp.sql.DatabaseInstanceSettingsPasswordValidationPolicyArgs(
+            enable_password_policy=True,
+            min_length=config.password_min_length,
+            complexity="COMPLEXITY_DEFAULT",
+            disallow_username_substring=True,
+        ),
+    )
+
+
+def replica_settings(config: ProdStackConfig, replica: ReplicaConfig) -> gcp.sql.DatabaseInstanceSettingsArgs:
+    """A read replica's settings: same network, TLS and flags; no backups (Cloud SQL refuses them on replicas)."""
+    return gcp.sql.DatabaseInstanceSettingsArgs(
+        **_common_settings(config, replica.tier, "ZONAL"),  # type: ignore[arg-type]
+        backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(enabled=False),
+    )
+
+
+def stack_labels(config: ProdStackConfig) -> dict[str, str]:
+    return {"app": "tether", "stack": "prod", "managed-by": "pulumi", **config.labels}
+
+
+def secret_id(instance_name: str, user: str) -> str:
+    """The Secret Manager id of a user's password (defined in the Pulumi-free settings module)."""
+    return password_secret_id(instance_name, user)
+
+
+@dataclass(frozen=True)
+class PasswordUser:
+    """A built-in PostgreSQL user whose password lives only in Secret Manager (and encrypted in state)."""
+
+    user: gcp.sql.User
+    secret: gcp.secretmanager.Secret
+
+
+class CloudSqlPostgres(pulumi.ComponentResource):
+    """A Cloud SQL for PostgreSQL instance, its application database, users and optional read replica."""
+
+    def __init__(self, name: str, config: ProdStackConfig, *, depends_on: Sequence[pulumi.Resource] = (),
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tether:prod:CloudSqlPostgres", name, None, opts)
+        settings = config.settings
+        project = settings.gcp_project or None
+        self.instance = gcp.sql.DatabaseInstance(
+            f"{name}-instance",
+            name=settings.instance_name,
+            project=project,
+            region=settings.region,
+            database_version=config.database_version,
+            deletion_protection=True,
+            settings=primary_settings(config),
+            opts=data_options(self, depends_on),
+        )
+        self.database = gcp.sql.Database(
+            f"{name}-database",
+            name=settings.database,
+            instance=self.instance.name,
+            project=project,
+            charset="UTF8",
+            collation="en_US.UTF8",
+            # Dropping the database is never Pulumi's call, even if the resource is removed.
+            deletion_policy="ABANDON",
+            opts=data_options(self),
+        )
+        self.app = self._password_user(name, "app", settings.app_user, config, project, roles=None)
+        # pg_read_all_data (PostgreSQL 14+) instead of Cloud SQL's default cloudsqlsuperuser membership.
+        readonly_roles = ["pg_read_all_data"] if config.postgres_version >= 14 else None
+        self.readonly = self._password_user(name, "readonly", settings.readonly_user, config, project,
+                                            roles=readonly_roles)
+        self.replica: gcp.sql.DatabaseInstance | None = None
+        if config.replica is not None:
+            self.replica = gcp.sql.DatabaseInstance(
+                f"{name}-replica",
+                name=config.replica.name,
+                project=project,
+                region=config.replica.region,
+                database_version=config.database_version,
+                master_instance_name=self.instance.name,
+                replica_configuration=gcp.sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
+                # A replica holds no data of its own: turning `replica` off must be able to remove it.
+                deletion_protection=False,
+                settings=replica_settings(config, config.replica),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
+            )
+        self.connection_name = self.instance.connection_name
+        self.private_ip = self.instance.private_ip_address
+        self.public_ip = self.instance.public_ip_address
+        self.register_outputs({
+            "connectionName": self.connection_name,
+            "database": self.database.name,
+            "appUser": self.app.user.name,
+            "readonlyUser": self.readonly.user.name,
+            "appPasswordSecret": self.app.secret.secret_id,
+            "readonlyPasswordSecret": self.readonly.secret.secret_id,
+        })
+
+    def _password_user(self, name: str, role: str, user: str, config: ProdStackConfig, project: str | None,
+                       roles: list[str] | None) -> PasswordUser:
+        password = random.RandomPassword(
+            f"{name}-{role}-password",
+            length=PASSWORD_LENGTH,
+            special=True,
+            override_special=URL_SAFE_SPECIALS,
+            min_lower=2, min_upper=2, min_numeric=2, min_special=2,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        sql_user = gcp.sql.User(
+            f"{name}-{role}-user",
+            name=user,
+            instance=self.instance.name,
+            project=project,
+            type="BUILT_IN",
+            password=password.result,
+            database_roles=roles,
+            # A PostgreSQL role that owns objects cannot be dropped through the API; leave it to SQL.
+            deletion_policy="ABANDON",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
+        )
+        secret = gcp.secretmanager.Secret(
+            f"{name}-{role}-password-secret",
+            secret_id=secret_id(config.settings.instance_name, user),
+            project=project,
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=stack_labels(config),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        gcp.secretmanager.SecretVersion(
+            f"{name}-{role}-password-version",
+            secret=secret.id,
+            secret_data=password.result,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return PasswordUser(user=sql_user, secret=secret)

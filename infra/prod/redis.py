@@ -1,0 +1,77 @@
+"""Production Redis on Memorystore: AUTH on, TLS in transit, RDB snapshots, the AUTH string in Secret Manager."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.prod.cloudsql import stack_labels
+from infra.prod.config import ProdStackConfig, RedisConfig
+
+TRANSIT_ENCRYPTION = "SERVER_AUTHENTICATION"
+_WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
+
+
+def maintenance_day(day: int) -> str:
+    """Cloud SQL numbers days 1 (Monday) to 7; Memorystore names them."""
+    return _WEEKDAYS[day - 1]
+
+
+def connect_mode(config: ProdStackConfig) -> str:
+    """Private services access when the stack has a private network (Cloud SQL needs it there already)."""
+    return "PRIVATE_SERVICE_ACCESS" if config.private_network else "DIRECT_PEERING"
+
+
+class MemorystoreRedis(pulumi.ComponentResource):
+    """A Memorystore for Redis instance reachable only from the VPC, with its AUTH string in Secret Manager."""
+
+    def __init__(self, name: str, config: ProdStackConfig, redis: RedisConfig, *,
+                 depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("tether:prod:MemorystoreRedis", name, None, opts)
+        project = config.settings.gcp_project or None
+        self.instance = gcp.redis.Instance(
+            f"{name}-instance",
+            name=redis.name,
+            project=project,
+            region=config.settings.region,
+            tier=redis.tier,
+            memory_size_gb=redis.memory_gb,
+            redis_version=redis.version,
+            authorized_network=redis.network,
+            connect_mode=connect_mode(config),
+            auth_enabled=True,
+            transit_encryption_mode=TRANSIT_ENCRYPTION,
+            persistence_config=gcp.redis.InstancePersistenceConfigArgs(
+                persistence_mode="RDB", rdb_snapshot_period="TWELVE_HOURS"),
+            maintenance_policy=gcp.redis.InstanceMaintenancePolicyArgs(
+                weekly_maintenance_windows=[gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowArgs(
+                    day=maintenance_day(config.maintenance_day),
+                    start_time=gcp.redis.InstanceMaintenancePolicyWeeklyMaintenanceWindowStartTimeArgs(
+                        hours=config.maintenance_hour, minutes=0),
+                )],
+            ),
+            labels=stack_labels(config),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+        self.auth_secret = gcp.secretmanager.Secret(
+            f"{name}-auth-secret",
+            secret_id=f"{redis.name}-auth",
+            project=project,
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=stack_labels(config),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+        )
+        gcp.secretmanager.SecretVersion(
+            f"{name}-auth-version",
+            secret=self.auth_secret.id,
+            secret_data=self.instance.auth_string,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.host = self.instance.host
+        self.port = self.instance.port
+        # Clients verify the server with this CA (transit encryption is server-authenticated TLS).
+        self.ca_certificate = self.instance.server_ca_certs.apply(
+            lambda certs: (certs[0].cert or "") if certs else "")
+        self.register_outputs({"host": self.host, "port": self.port, "authSecret": self.auth_secret.secret_id})
