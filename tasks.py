@@ -2,8 +2,22 @@
 
 from invoke import Collection
 
-from tether.tasks import checks, devstack
+from tether.tasks import checks, devstack, proxy, schema, stacks
+from tether.tasks import ci as ci_tasks
+from tether.tasks import env as env_tasks
 
 ns = Collection()
-for task in (devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, checks.test, checks.lint):
+for task in (devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
+             stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, checks.test, checks.lint):
     ns.add_task(task)
+
+target = Collection("target")
+target.add_task(env_tasks.show_target, name="show", default=True)
+target.add_task(env_tasks.use_local, name="local")
+target.add_task(env_tasks.use_production, name="production")
+ns.add_collection(target)
+
+ns.add_collection(Collection("db", schema.init, schema.status))
+ns.add_collection(Collection.from_module(proxy), name="proxy")
+
+ns.configure({"tether": {"db": "dev"}})
