@@ -6,10 +6,10 @@ from tether.tasks import checks, devstack, proxy, schema, stacks
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
 
-ns = Collection()
-for task in (devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
-             stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, checks.test, checks.lint):
-    ns.add_task(task)
+ns = Collection(
+    devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
+    stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, checks.test, checks.lint,
+)
 
 target = Collection("target")
 target.add_task(env_tasks.show_target, name="show", default=True)
