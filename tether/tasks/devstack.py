@@ -32,8 +32,9 @@ def up(c: Context, backend: str | None = None, json: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"dev stack ({report.backend}) ready in {report.seconds:.2f}s")
-    for column in ("service", "url", "state"):
-        table.add_column(column)
+    table.add_column("service", no_wrap=True)
+    table.add_column("url", overflow="fold")
+    table.add_column("state", no_wrap=True)
     for result in report.health:
         state = report.actions.get(result.service, "")
         table.add_row(result.service, result.url, f"{state}, healthy" if result.healthy else f"{state}, UNHEALTHY")
