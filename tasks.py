@@ -2,7 +2,8 @@
 
 from invoke import Collection
 
-from tether.tasks import checks, devstack, proxy, schema, stacks
+from tether.tasks import checks, devstack, dumps, proxy, schema, stacks
+from tether.tasks import redis as redis_tasks
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
 
@@ -17,7 +18,8 @@ target.add_task(env_tasks.use_local, name="local")
 target.add_task(env_tasks.use_production, name="production")
 ns.add_collection(target)
 
-ns.add_collection(Collection("db", schema.init, schema.status))
+ns.add_collection(Collection("db", schema.init, schema.status, dumps.dump, dumps.restore, dumps.dumps))
+ns.add_collection(Collection("redis", redis_tasks.save))
 ns.add_collection(Collection.from_module(proxy), name="proxy")
 
 ns.configure({"tether": {"db": "dev"}})

@@ -1,0 +1,33 @@
+"""Fixtures for the dump and restore tests: a sample database, a target to replace, an isolated dumps/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dumps_support import create_sample, execute
+
+from tether.conninfo import DatabaseAddress
+
+
+@pytest.fixture
+def sample_db(pg_db: DatabaseAddress) -> DatabaseAddress:
+    """A fresh database with tables, sequences, a view, non-ASCII text, bytea, jsonb and NULLs."""
+    return create_sample(pg_db)
+
+
+@pytest.fixture
+def target_db(pg_server: Any) -> Any:
+    """A second fresh database that restores replace; holds a marker table to prove it was (not) touched."""
+    address = pg_server.create_database()
+    execute(address, "CREATE TABLE marker (value text); INSERT INTO marker VALUES ('original')")
+    yield address
+    pg_server.drop_database(address.database)
+
+
+@pytest.fixture
+def dumps_path(isolated_project: Path) -> Path:
+    path = isolated_project / "dumps"
+    path.mkdir(exist_ok=True)
+    return path
