@@ -178,10 +178,11 @@ def switch_target(to: str, *, yes: bool = False, drivers: Sequence[str] | None =
     """Point ``.env`` at ``to`` after it answers ``SELECT 1``; production asks first (``yes`` answers)."""
     if to not in TARGETS:
         raise ConfigError(f"Unknown database target {to!r}: use local or production.")
+    if to == "production":
+        # Asked before anything is read or connected, so CI refuses at once and clearly.
+        confirm("Point the application's .env at the PRODUCTION database?", yes=yes)
     sources = load_sources()
     address = sources.target_address(to)
-    if to == "production":
-        confirm(f"Point the application's .env at the PRODUCTION database ({address.masked_url()})?", yes=yes)
     env_file = render_active(sources, to, DEFAULT_DRIVERS if drivers is None else tuple(drivers))
     env_path = project_root() / ACTIVE_FILE
     with target_lock():
