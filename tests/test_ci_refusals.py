@@ -28,6 +28,8 @@ def _load_root_tasks():
 
 root_tasks = _load_root_tasks()
 REMOTE_URL = "postgresql://app:s3cret-pw@10.255.255.1:5432/app"  # never contacted: refusals come first
+# Production as .env.production names it: loopback, but the Cloud SQL proxy's port.
+PROXIED_PROD_URL = "postgresql://api_user:s3cret-pw@127.0.0.1:5434/app?sslmode=disable"
 
 
 def _tasks_with_yes() -> set[str]:
@@ -104,3 +106,30 @@ def test_task_refuses_in_ci_without_yes(task_name, isolated_project, monkeypatch
     after = sorted(p.relative_to(isolated_project) for p in isolated_project.rglob("*")
                    if ".runtime" not in p.parts)
     assert [p for p in after if p not in before] == []
+
+
+@pytest.mark.parametrize("url", [REMOTE_URL, PROXIED_PROD_URL], ids=["remote-host", "proxied-prod"])
+def test_writes_to_non_local_urls_are_refused(url, isolated_project, monkeypatch, pg_db, no_network):
+    from tether.dumps import dump_database
+    from tether.tasks import dumps, schema
+
+    dump_file = dump_database(pg_db, "refusal").path
+    monkeypatch.setenv("CI", "true")
+    for call in (lambda: schema.init(Context(), db=url), lambda: dumps.restore(Context(), file=str(dump_file), db=url)):
+        with pytest.raises(Exit) as raised:
+            call()
+        assert raised.value.code == 3 and "--yes" in str(raised.value.message)
+
+
+@pytest.mark.parametrize(("url", "local"), [
+    ("postgresql://u@127.0.0.1:5435/app_dev", True),
+    ("postgresql://u@localhost:5433/test_db", True),
+    ("postgresql://u@/db?host=/var/run/postgresql", True),
+    ("postgresql://u@127.0.0.1:5434/app", False),  # the prod stack's proxyPort
+    ("postgresql://u@10.1.2.3:5432/app", False),
+    ("postgresql://u@db.example.com:5432/app", False),
+], ids=["dev", "localhost", "socket", "proxy-port", "private-ip", "hostname"])
+def test_locality_decision(url, local, isolated_project):
+    from tether.conninfo import parse_database_url
+
+    assert parse_database_url(url).is_local is local

@@ -78,7 +78,10 @@ class DatabaseAddress:
 
     @property
     def is_local(self) -> bool:
-        return is_local_host(self.host)
+        """A server on this machine, and not production behind a local Cloud SQL proxy port."""
+        from tether.locality import is_local_database
+
+        return is_local_database(self)
 
 
 def is_local_host(host: str) -> bool:
