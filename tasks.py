@@ -3,9 +3,9 @@
 from invoke import Collection
 
 from tether.tasks import checks, devstack, dumps, proxy, schema, stacks
-from tether.tasks import redis as redis_tasks
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
+from tether.tasks import redis as redis_tasks
 
 ns = Collection(
     devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
@@ -22,4 +22,12 @@ ns.add_collection(Collection("db", schema.init, schema.status, dumps.dump, dumps
 ns.add_collection(Collection("redis", redis_tasks.save))
 ns.add_collection(Collection.from_module(proxy), name="proxy")
 
-ns.configure({"tether": {"db": "dev"}})
+# Every configurable key, so invoke.yaml and INVOKE_<SECTION>_<KEY> variables can set it; None = built-in default.
+ns.configure({
+    "tether": {"db": "dev"},
+    "dev": {"backend": None},
+    "env": {"drivers": None},
+    "dumps": {"db": None, "format": None, "jobs": None, "keep": None, "restore_db": None},
+    "proxy": {"port": None, "instance": None, "iam": None, "private_ip": None, "credentials_file": None,
+              "impersonate": None, "timeout": None},
+})

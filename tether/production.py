@@ -48,11 +48,10 @@ def prod_instance(settings: ProdSettings, environ: Mapping[str, str]) -> str:
 
 
 def password_secret_id(settings: ProdSettings, user: str) -> str:
-    """The Secret Manager secret that holds ``user``'s password: the name infra/prod/cloudsql.py gives it.
+    """The Secret Manager secret that holds ``user``'s password: the name the prod program gives it."""
+    from infra.prod.settings import password_secret_id as secret_id
 
-    Kept in step by hand because that module imports Pulumi, which this one must not load.
-    """
-    return f"{settings.instance_name}-{user}-password".replace(".", "-")
+    return secret_id(settings.instance_name, user)
 
 
 def truthy(value: str | None) -> bool:

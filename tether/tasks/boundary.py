@@ -31,6 +31,18 @@ def domain_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def config_value(c: Any, section: str, key: str, flag: Any = None, default: Any = None) -> Any:
+    """The flag's value, else ``<section>.<key>`` of invoke's config (invoke.yaml, INVOKE_* env), else ``default``.
+
+    tasks.py declares every key (as None) so that invoke accepts INVOKE_<SECTION>_<KEY> variables for it.
+    """
+    if flag is not None:
+        return flag
+    values = c.config.get(section) or {}
+    value = values.get(key) if hasattr(values, "get") else None
+    return default if value is None or value == "" else value
+
+
 def print_json(data: Any) -> None:
     """Machine-readable output for CI: one JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

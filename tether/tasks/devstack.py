@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from invoke import Context, task
 
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
 
 
 def _backend(c: Context, backend: str | None) -> str:
-    return backend or c.config.get("dev", {}).get("backend", "auto")
+    return str(config_value(c, "dev", "backend", backend or None, "auto"))
 
 
 @task(help={

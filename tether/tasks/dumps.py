@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from invoke import Context, task
 
-from tether import dumps as dump_ops
 from tether.console import console
 from tether.errors import ConfigError, Refused
-from tether.pgtools import DumpOptions
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
+
+# tether.dumps and tether.pgtools load psycopg: imported inside the tasks so `invoke --list` stays fast.
 
 CONFIG_SECTION = "dumps"
 
 
 def configured(c: Context, key: str, value: Any, default: Any) -> Any:
     """A flag's value, else ``c.config.dumps.<key>``, else ``default``."""
-    if value is not None:
-        return value
-    section = c.config.get(CONFIG_SECTION) or {}
-    return section.get(key, default)
+    return config_value(c, CONFIG_SECTION, key, value, default)
 
 
 def as_count(value: Any, flag: str) -> int:
@@ -33,7 +30,7 @@ def as_count(value: Any, flag: str) -> int:
 
 
 @contextmanager
-def byte_progress(description: str) -> Iterator[dump_ops.ProgressCallback]:
+def byte_progress(description: str) -> Iterator[Callable[[int], None]]:
     """A spinner with bytes so far and elapsed time, on stderr so ``--json`` output stays clean."""
     from rich.console import Console
     from rich.progress import FileSizeColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -72,7 +69,9 @@ def dump(c: Context, db: str | None = None, format_: str | None = None, jobs: st
          schema_only: bool = False, data_only: bool = False, exclude_table_data: list[str] | None = None,
          keep: str | None = None, json_: bool = False) -> None:
     """Dump a database into dumps/ with a checksummed manifest (read-only; never writes to the database)."""
+    from tether import dumps as dump_ops
     from tether.endpoints import open_database
+    from tether.pgtools import DumpOptions
 
     spec = str(configured(c, "db", db, "dev"))
     options = DumpOptions(format=str(configured(c, "format", format_, "custom")),
@@ -81,6 +80,11 @@ def dump(c: Context, db: str | None = None, format_: str | None = None, jobs: st
                           exclude_table_data=tuple(exclude_table_data or ()))
     keep_value = configured(c, "keep", keep, None)
     keep_count = None if keep_value is None else as_count(keep_value, "--keep")
+    problems = options.problems()
+    if keep_count is not None and keep_count < 1:
+        problems.append("--keep must be 1 or more")
+    if problems:  # before opening anything: for prod that would start the proxy
+        raise ConfigError("Cannot dump with these options: " + "; ".join(problems) + ".")
     with open_database(spec, readonly=True) as address:
         label = dump_ops.dump_label(spec, address)
         with byte_progress(f"pg_dump {label}") as on_progress:
@@ -115,6 +119,7 @@ def dump(c: Context, db: str | None = None, format_: str | None = None, jobs: st
 def restore(c: Context, file: str, db: str | None = None, jobs: str | None = None, yes: bool = False,
             json_: bool = False) -> None:
     """Restore a verified dump: build a scratch copy, then swap it in for the database."""
+    from tether import dumps as dump_ops
     from tether.endpoints import resolve_database
 
     spec = str(configured(c, "restore_db", db, "dev"))
@@ -141,6 +146,8 @@ def restore(c: Context, file: str, db: str | None = None, jobs: str | None = Non
 @domain_errors
 def dumps(c: Context, json_: bool = False) -> None:
     """List dumps and Redis snapshots in dumps/, each checked against its manifest."""
+    from tether import dumps as dump_ops
+
     listings = dump_ops.list_dumps()
     if json_:
         print_json([listing.as_dict() for listing in listings])

@@ -45,6 +45,12 @@ def deploy(c: Context, stack: str = "", yes: bool = False) -> None:
 @domain_errors
 def outputs(c: Context, stack: str = "", show_secrets: bool = False, json: bool = False) -> None:
     """Print a stack's outputs, secrets masked."""
+    from tether.console import in_ci
+    from tether.errors import Refused
+
+    if show_secrets and in_ci():
+        raise Refused("outputs --show-secrets is refused under CI: build logs keep what they print. Read single "
+                      "values in the step that needs them (`pulumi stack output NAME --show-secrets`) instead.")
     values = pulumi_stack.stack_outputs(stack, show_secrets=show_secrets)
     if json:
         print_json(values)
