@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.endpoints import DevEndpoints, dev_endpoints
-from tether.errors import ConfigError, TetherError
+from tether.errors import ConfigError, TetherError, ToolMissing
 from tether.health import HealthResult, check_postgres, check_redis
 
 BACKENDS = ("auto", "native", "docker")
@@ -140,7 +140,14 @@ def _docker_down(purge: bool) -> dict[str, str]:
         return {"dev stack": "destroyed (containers, network and volumes)"}
     settings = dev_stack_settings()
     names = [settings.dev.name, settings.test.name, settings.redis.name]
-    result = subprocess.run(["docker", "stop", *names], capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(["docker", "stop", *names], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ToolMissing("docker", "install Docker Engine (https://docs.docker.com/engine/install/), or use "
+                          "--backend native") from None
     if result.returncode != 0:
-        raise TetherError(f"`docker stop` failed: {result.stderr.strip()}. Is the Docker engine running?")
+        reason = " ".join(result.stderr.split()).rstrip(".") or f"exit code {result.returncode}"
+        # Docker's own message often asks about the daemon already; ask only when it does not.
+        hint = "" if reason.endswith("?") else ". Is the Docker engine running (`docker info`)?"
+        raise TetherError(f"`docker stop` failed: {reason}{hint}")
     return {name: "stopped" for name in names}

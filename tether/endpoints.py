@@ -64,34 +64,81 @@ def write_native_outputs(outputs: dict[str, Any]) -> Path:
     return path
 
 
-def parse_outputs(outputs: dict[str, Any], source: str) -> DevEndpoints:
-    """Build endpoints from stack outputs; a missing key is a clear error naming it."""
+def _broken(source: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"The dev stack output `{key}` ({source}) {problem}. `invoke up` rewrites the dev stack's "
+                       "outputs: run it, then try again.")
 
-    def section(key: str) -> dict[str, Any]:
-        value = outputs.get(key)
-        if not isinstance(value, dict):
-            raise ConfigError(f"The dev stack's outputs ({source}) have no `{key}`. Run `invoke up` to create "
-                              "or refresh the dev stack, then try again.")
-        return value
+
+def _section(outputs: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = outputs.get(key)
+    if value is None:
+        raise _broken(source, key, "is missing")
+    if not isinstance(value, dict):
+        raise _broken(source, key, f"is {_kind(value)}, not an object")
+    return value
+
+
+def _text(data: dict[str, Any], section: str, key: str, source: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if value is None:
+        raise _broken(source, f"{section}.{key}", "is missing")
+    if not isinstance(value, str) or not value:
+        raise _broken(source, f"{section}.{key}", f"is {_kind(value)}, not a non-empty string")
+    return value
+
+
+def _password(data: dict[str, Any], section: str, source: str) -> str | None:
+    value = data.get("password")
+    if value is not None and not isinstance(value, str):
+        raise _broken(source, f"{section}.password", f"is {_kind(value)}, not a string")
+    return value
+
+
+def _port(data: dict[str, Any], section: str, key: str, source: str, default: int | None = None) -> int:
+    value = data.get(key, default)
+    if value is None:
+        raise _broken(source, f"{section}.{key}", "is missing")
+    # JSON has integers; a string of digits is accepted too, as Pulumi may hand numbers over as text.
+    text = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    port = int(text) if text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        shown = repr(value) if isinstance(value, int | str) else _kind(value)
+        raise _broken(source, f"{section}.{key}", f"is {shown}, not a port number from 1 to 65535")
+    return port
+
+
+def _kind(value: object) -> str:
+    """How a JSON value looks, for messages (never the value itself: it may be a password)."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def parse_outputs(outputs: object, source: str) -> DevEndpoints:
+    """Build endpoints from stack outputs; a missing or malformed key is a ConfigError naming it."""
+    if not isinstance(outputs, dict):
+        raise ConfigError(f"The dev stack's outputs ({source}) are {_kind(outputs)}, not an object of outputs. "
+                          "`invoke up` rewrites them: run it, then try again.")
 
     def postgres(key: str) -> PostgresEndpoint:
-        data = section(key)
-        try:
-            address = DatabaseAddress(str(data["host"]), int(data["port"]), str(data["database"]), str(data["user"]),
-                                      data.get("password"))
-            return PostgresEndpoint(address, str(data.get("internalHost", data["host"])),
-                                    int(data.get("internalPort", 5432)))
-        except KeyError as missing:
-            raise ConfigError(f"The dev stack output `{key}` ({source}) lacks {missing}. Run `invoke up` to "
-                              "refresh it.") from None
+        data = _section(outputs, key, source)
+        host = _text(data, key, "host", source)
+        address = DatabaseAddress(host, _port(data, key, "port", source), _text(data, key, "database", source),
+                                  _text(data, key, "user", source), _password(data, key, source))
+        return PostgresEndpoint(address, _text(data, key, "internalHost", source, host),
+                                _port(data, key, "internalPort", source, 5432))
 
-    redis = section("redis")
+    redis = _section(outputs, "redis", source)
+    backend = outputs.get("backend", "docker")
     return DevEndpoints(
-        backend=str(outputs.get("backend", "docker")),
+        backend=backend if isinstance(backend, str) and backend else "docker",
         dev=postgres("postgresDev"),
         test=postgres("postgresTest"),
-        redis=RedisEndpoint(RedisAddress(str(redis["host"]), int(redis["port"]), redis.get("password")),
-                            str(redis.get("internalHost", "redis")), int(redis.get("internalPort", 6379))),
+        redis=RedisEndpoint(
+            RedisAddress(_text(redis, "redis", "host", source), _port(redis, "redis", "port", source),
+                         _password(redis, "redis", source)),
+            _text(redis, "redis", "internalHost", source, "redis"),
+            _port(redis, "redis", "internalPort", source, 6379)),
     )
 
 

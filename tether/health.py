@@ -45,7 +45,7 @@ def check_redis(service: str, address: RedisAddress, timeout: float = 3.0) -> He
     started = time.perf_counter()
     try:
         answer = ping(address, timeout=timeout)
-        version = info(address).get("redis_version")
+        version = info(address, timeout=timeout).get("redis_version")
         healthy, detail = answer == "PONG", f"PING → {answer}"
     except RedisError as error:
         healthy, version, detail = False, None, mask_text(str(error), [address.password])

@@ -601,7 +601,9 @@ def _server_errors(address: DatabaseAddress, doing: str) -> Iterator[None]:
 def inspect_database(address: DatabaseAddress, *, sql_dir: Path | None = None) -> MigrationPlan:
     """Read where a database stands (applied, pending, drift) without changing anything."""
     migrations = load_migrations(sql_dir)
-    with connect(address, "db.status") as conn, _server_errors(address, "read the migration ledger"):
+    # Worded for both callers: db.status, and db.init before it applies anything.
+    with connect(address, "reading the migration ledger") as conn, \
+            _server_errors(address, "read the migration ledger"):
         return plan_migrations(migrations, read_ledger(conn))
 
 
@@ -621,7 +623,7 @@ def init_database(address: DatabaseAddress, *, role_passwords: Mapping[str, str]
     migrations = load_migrations(directory)
     started = time.monotonic()
     current = ""
-    with connect(address, "db.init") as conn, _server_errors(address, "apply migrations"), \
+    with connect(address, "applying migrations") as conn, _server_errors(address, "apply migrations"), \
             migration_lock(conn, lock_wait, report):
         _collect_warnings(conn, report, lambda: current)
         ensure_ledger(conn)

@@ -30,7 +30,10 @@ _TRUTHY = {"1", "true", "yes", "on"}
 
 def load_production_settings() -> ProdSettings:
     """The prod stack's settings from stacks/prod/Pulumi.prod.yaml (defaults where it is silent)."""
-    return load_prod_settings(stacks_dir() / "prod" / "Pulumi.prod.yaml")
+    try:
+        return load_prod_settings(stacks_dir() / "prod" / "Pulumi.prod.yaml")
+    except ValueError as error:  # its message names the file, the key and the fix
+        raise ConfigError(str(error)) from None
 
 
 def prod_instance(settings: ProdSettings, environ: Mapping[str, str]) -> str:

@@ -89,9 +89,10 @@ def gcp_credentials_source(env: Mapping[str, str], home: Path) -> str | None:
 def check_stack_name(stack: str | None) -> str:
     """``stack`` if it names one of the project's stacks, else a ``ConfigError`` saying which exist."""
     name = (stack or "").strip()
+    if not name:
+        raise ConfigError("No --stack given: use --stack dev or --stack prod.")
     if name not in STACKS:
-        shown = f"{name!r}" if name else "no stack"
-        raise ConfigError(f"There is no stack {shown}: choose --stack dev (local Docker) or --stack prod (Cloud SQL).")
+        raise ConfigError(f"There is no stack {name!r}: choose --stack dev (local Docker) or --stack prod (Cloud SQL).")
     return name
 
 
@@ -194,7 +195,11 @@ def require_prod_project() -> None:
     from infra.prod.settings import load_prod_settings
 
     path = stack_dir("prod") / "Pulumi.prod.yaml"
-    if not load_prod_settings(path).gcp_project:
+    try:
+        settings = load_prod_settings(path)
+    except ValueError as error:  # its message names the file, the key and the fix
+        raise ConfigError(str(error)) from None
+    if not settings.gcp_project:
         raise ConfigError(f"The prod stack has no Google Cloud project: set tether-prod:gcpProject in {path} "
                           "to your project id, then try again.")
 

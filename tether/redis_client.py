@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 
 from tether.errors import TetherError
-from tether.secrets import MASK
+from tether.secrets import mask_url
 
 
 class RedisError(TetherError):
@@ -31,8 +31,7 @@ class RedisAddress:
         return f"redis://{auth}{host}:{self.port}/{self.db}"
 
     def masked_url(self) -> str:
-        auth = f":{MASK}@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+        return mask_url(self.url())
 
     def __repr__(self) -> str:
         return f"RedisAddress({self.masked_url()})"
@@ -51,15 +50,20 @@ class RedisConnection:
 
     def __init__(self, address: RedisAddress, timeout: float = 3.0) -> None:
         self.address = address
+        self.timeout = timeout
         try:
             self._sock = socket.create_connection((address.host, address.port), timeout=timeout)
         except OSError as error:
             raise RedisError(f"Cannot connect to Redis at {address.masked_url()}: {error.strerror or error}.") from None
         self._file = self._sock.makefile("rb")
-        if address.password:
-            self.command("AUTH", address.password)
-        if address.db:
-            self.command("SELECT", str(address.db))
+        try:
+            if address.password:
+                self.command("AUTH", address.password)
+            if address.db:
+                self.command("SELECT", str(address.db))
+        except BaseException:
+            self.close()  # the caller never gets the object, so nobody else would close the socket
+            raise
 
     def __enter__(self) -> RedisConnection:
         return self
@@ -72,31 +76,43 @@ class RedisConnection:
         self._sock.close()
 
     def command(self, *args: str) -> object:
-        self._sock.sendall(encode_command(*args))
-        return self._read_reply(args[0])
+        """Send one command and read its reply; only the command's name ever appears in an error."""
+        name = args[0]
+        try:
+            self._sock.sendall(encode_command(*args))
+            return self._read_reply(name)
+        except TimeoutError:
+            raise RedisError(
+                f"Redis at {self.address.masked_url()} did not answer {name} within {self.timeout:g} s. Is it "
+                "overloaded, or is something other than Redis listening on that port?") from None
+        except OSError as error:
+            raise RedisError(f"Lost the connection to Redis at {self.address.masked_url()} during {name}: "
+                             f"{error.strerror or error}. Check that Redis is running (`invoke status`).") from None
 
     def _read_reply(self, name: str) -> object:
         line = self._file.readline()
-        if not line:
+        if not line.endswith(b"\n"):  # empty, or cut off: the server hung up
             raise RedisError(f"Redis at {self.address.masked_url()} closed the connection during {name}.")
-        kind, rest = line[:1], line[1:-2]
+        kind, rest = line[:1], line[1:].rstrip(b"\r\n")
         if kind == b"+":
-            return rest.decode()
+            return rest.decode(errors="replace")
         if kind == b"-":
-            message = rest.decode()
+            message = rest.decode(errors="replace")
             raise RedisError(f"Redis at {self.address.masked_url()} refused {name}: {message}")
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            length = int(rest)
-            if length < 0:
+        if kind in (b":", b"$", b"*") and rest.removeprefix(b"-").isdigit():
+            number = int(rest)
+            if kind == b":":
+                return number
+            if number < 0:
                 return None
-            data = self._file.read(length + 2)[:-2]
-            return data.decode(errors="replace")
-        if kind == b"*":
-            count = int(rest)
-            return None if count < 0 else [self._read_reply(name) for _ in range(count)]
-        raise RedisError(f"Redis at {self.address.masked_url()} sent an unexpected reply to {name}.")
+            if kind == b"*":
+                return [self._read_reply(name) for _ in range(number)]
+            data = self._file.read(number + 2)
+            if len(data) != number + 2:
+                raise RedisError(f"Redis at {self.address.masked_url()} closed the connection during {name}.")
+            return data[:-2].decode(errors="replace")
+        raise RedisError(f"Redis at {self.address.masked_url()} sent an unexpected reply to {name}: is something "
+                         "other than Redis listening on that port?")
 
 
 def ping(address: RedisAddress, timeout: float = 3.0) -> str:
@@ -104,8 +120,8 @@ def ping(address: RedisAddress, timeout: float = 3.0) -> str:
         return str(connection.command("PING"))
 
 
-def info(address: RedisAddress, section: str = "server") -> dict[str, str]:
-    with RedisConnection(address) as connection:
+def info(address: RedisAddress, section: str = "server", timeout: float = 3.0) -> dict[str, str]:
+    with RedisConnection(address, timeout) as connection:
         text = str(connection.command("INFO", section))
     pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
     return {key: value for key, value in pairs}

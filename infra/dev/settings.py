@@ -83,12 +83,18 @@ def _value(lookup: Lookup, key: str) -> Any:
     return DEFAULTS[key] if value is None or value == "" else value
 
 
-def _port(lookup: Lookup, key: str) -> int:
+def _number(lookup: Lookup, key: str, expected: str) -> int:
     raw = _value(lookup, key)
-    try:
-        port = int(float(raw))  # Pulumi config may hand numbers over as strings or floats
-    except (TypeError, ValueError):
-        raise ValueError(f"config key {PROJECT_NAME}:{key} must be a port number, got {raw!r}") from None
+    if not isinstance(raw, bool):  # YAML's `yes` is not a number, though Python would count it as 1
+        try:
+            return int(float(raw))  # Pulumi config may hand numbers over as strings or floats
+        except (TypeError, ValueError, OverflowError):
+            pass
+    raise ValueError(f"config key {PROJECT_NAME}:{key} must be {expected}, got {raw!r}")
+
+
+def _port(lookup: Lookup, key: str) -> int:
+    port = _number(lookup, key, "a port number")
     if not 1 <= port <= 65535:
         raise ValueError(f"config key {PROJECT_NAME}:{key} must be between 1 and 65535, got {port}")
     return port
@@ -96,7 +102,7 @@ def _port(lookup: Lookup, key: str) -> int:
 
 def dev_settings(lookup: Lookup) -> DevSettings:
     """Build the stack shape from a config lookup (missing keys take ``DEFAULTS``)."""
-    version = int(float(_value(lookup, "postgresVersion")))
+    version = _number(lookup, "postgresVersion", "a PostgreSQL major version such as 15")
     if version < 12:
         raise ValueError(f"config key {PROJECT_NAME}:postgresVersion must be 12 or newer, got {version}")
     bind_address = str(_value(lookup, "bindAddress"))
@@ -122,21 +128,63 @@ def dev_settings(lookup: Lookup) -> DevSettings:
 
 
 def read_stack_file(path: Path) -> dict[str, Any]:
-    """The ``config:`` mapping of a Pulumi stack file with the project prefix stripped from keys."""
+    """The ``config:`` mapping of a Pulumi stack file with the project prefix stripped from keys.
+
+    A file that is not YAML, or not shaped like a stack file, is a ``ValueError`` naming the file.
+    """
     import yaml
 
-    document = yaml.safe_load(path.read_text()) or {}
-    config = document.get("config") or {}
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML ({_yaml_problem(error)})") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must be a YAML mapping with a `config:` section, but it holds "
+                         f"{_yaml_kind(document)}")
+    config = document.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: `config:` must be a mapping of `{PROJECT_NAME}:<key>: <value>` lines, but it "
+                         f"holds {_yaml_kind(config)}")
     prefix = f"{PROJECT_NAME}:"
     values: dict[str, Any] = {}
     for key, value in config.items():
-        if key.startswith(prefix):
+        if isinstance(key, str) and key.startswith(prefix):
             # A `secure:` value is encrypted by Pulumi and means nothing outside it.
             values[key[len(prefix):]] = None if isinstance(value, dict) else value
     return values
 
 
+def _yaml_problem(error: Exception) -> str:
+    """``line 3, column 9: expected ...``: where the YAML parser gave up and why, on one line."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def _yaml_kind(value: object) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__)
+
+
 def load_dev_settings(path: Path) -> DevSettings:
-    """The dev stack shape as ``stacks/dev/Pulumi.dev.yaml`` declares it."""
-    values = read_stack_file(path) if path.exists() else {}
-    return dev_settings(values.get)
+    """The dev stack shape as ``stacks/dev/Pulumi.dev.yaml`` declares it.
+
+    Any problem is a ``ValueError`` whose message names the file and the key and says what to do, so
+    a caller can pass it on as it is.
+    """
+    try:
+        values = read_stack_file(path) if path.exists() else {}
+        return dev_settings(values.get)
+    except ValueError as error:
+        problem = str(error).rstrip(".")
+        where = "" if problem.startswith(str(path)) else f"{path}: "
+        raise ValueError(f"{where}{problem}. Fix it (stacks/dev/Pulumi.yaml documents every key and its "
+                         "default) and run the command again.") from None

@@ -93,7 +93,7 @@ def main() -> None:
     """The program `pulumi up` runs: read the config, declare the stack, export its outputs."""
     try:
         outputs = build_prod_stack(prod_stack_config(pulumi_config_lookup))
-    except ConfigValueError as error:
+    except ValueError as error:  # ConfigValueError and the settings parser alike
         # RunError ends the program with this message alone, not a traceback.
         raise pulumi.RunError(str(error)) from None
     for name, value in outputs.items():

@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infra.dev.settings import DevSettings, PostgresService, load_dev_settings
-from tether.errors import TetherError
+from tether.errors import ConfigError, TetherError
 from tether.native import postgres as native_pg
 from tether.native import redis as native_redis
 from tether.native.binaries import redis_programs, server_bindir
@@ -68,10 +69,18 @@ class ServiceState:
 
 
 def dev_stack_settings() -> DevSettings:
+    """The dev stack's shape from stacks/dev/Pulumi.dev.yaml; a bad file is a ConfigError naming it and the key."""
+    import yaml
+
+    path = stacks_dir() / "dev" / "Pulumi.dev.yaml"
     try:
-        return load_dev_settings(stacks_dir() / "dev" / "Pulumi.dev.yaml")
-    except ValueError as error:
-        raise TetherError(f"stacks/dev/Pulumi.dev.yaml is invalid: {error}. Fix the value and run again.") from None
+        return load_dev_settings(path)
+    except ValueError as error:  # load_dev_settings names the file, the key and the fix
+        raise ConfigError(str(error)) from None
+    except (yaml.YAMLError, OSError) as error:  # in case the reader ever lets one through unexplained
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"{path} cannot be read ({reason}). Fix it (stacks/dev/Pulumi.yaml documents every "
+                          "key) and run the command again.") from None
 
 
 def native_layout(user: ServiceUser | None) -> NativeLayout:
@@ -92,7 +101,17 @@ def load_or_create_secrets(layout: NativeLayout, settings: DevSettings) -> dict[
     names = [settings.dev.name, settings.test.name, settings.redis.name]
     secrets: dict[str, str] = {}
     if layout.secrets_file.exists():
-        secrets = json.loads(layout.secrets_file.read_text())
+        try:
+            secrets = json.loads(layout.secrets_file.read_text())
+            if not isinstance(secrets, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as error:
+            # Never regenerate over it: the existing servers were created with these passwords.
+            raise ConfigError(
+                f"{layout.secrets_file} is unreadable ({type(error).__name__}), and it holds the passwords the "
+                "native servers were created with, so it is not replaced. Restore it from a backup, or start "
+                "afresh with `invoke down --purge` (which deletes the dev data)."
+            ) from None
     if all(name in secrets for name in names):
         return secrets
     for name in names:
@@ -220,16 +239,56 @@ def up(progress: Progress = lambda _message: None) -> dict[str, str]:
     user = service_user()
     layout = native_layout(user)
     secrets = load_or_create_secrets(layout, settings)
-    _prepare_data_root(layout, user)
+    postgres = [(service, postgres_server(layout, settings, service, user)) for service in settings.postgres_services]
+    redis = redis_server(layout, settings, secrets[settings.redis.name], user)
+    # Everything that can refuse without touching the disk goes first, so a refused `up` leaves nothing behind.
+    for service, server in postgres:
+        native_pg.check_cluster_version(server.datadir, settings.postgres_version)
+        if native_pg.running_pid(server) is None:
+            _refuse_taken_port(service.name, server.port, server.listen_address)
+    if native_redis.running_pid(redis) is None:
+        _refuse_taken_port(settings.redis.name, redis.port, redis.bind_address)
     actions: dict[str, str] = {}
-    for service in settings.postgres_services:
-        server = postgres_server(layout, settings, service, user)
-        actions[service.name] = _ensure_postgres(server, service, secrets[service.name],
-                                                 settings.postgres_version, progress)
-    actions[settings.redis.name] = _ensure_redis(
-        redis_server(layout, settings, secrets[settings.redis.name], user), progress)
+    with _removing_new_empty_dirs(layout, settings, user):
+        _prepare_data_root(layout, user)
+        for service, server in postgres:
+            actions[service.name] = _ensure_postgres(server, service, secrets[service.name],
+                                                     settings.postgres_version, progress)
+        actions[settings.redis.name] = _ensure_redis(redis, progress)
     write_native_outputs(native_outputs(settings, secrets))
     return actions
+
+
+def _data_dirs(layout: NativeLayout, settings: DevSettings, user: ServiceUser | None) -> list[Path]:
+    """Every directory ``up`` may create for data, parents before children."""
+    dirs = []
+    if user is not None and not os.environ.get("TETHER_NATIVE_DATA"):
+        dirs.append(Path("/var/lib/tether"))
+    dirs += [layout.data_root, layout.socket_dir, layout.log_dir]
+    for name in (settings.dev.name, settings.test.name, settings.redis.name):
+        dirs += [layout.datadir(name), layout.socket_dir / name]
+    return dirs
+
+
+@contextmanager
+def _removing_new_empty_dirs(layout: NativeLayout, settings: DevSettings, user: ServiceUser | None) -> Iterator[None]:
+    """On failure, remove the data directories this run created that are still empty, and their link.
+
+    Only empty directories go (``rmdir`` refuses anything else), so no data is ever deleted; a log that
+    explains the failure keeps its directory.
+    """
+    created = [path for path in _data_dirs(layout, settings, user) if not os.path.lexists(path)]
+    link = layout.state_dir / "data"
+    link_is_new = not os.path.lexists(link)
+    try:
+        yield
+    except BaseException:
+        for path in reversed(created):
+            with suppress(OSError):
+                path.rmdir()
+        if link_is_new and link.is_symlink() and not link.exists():
+            link.unlink()
+        raise
 
 
 def down(progress: Progress = lambda _message: None) -> dict[str, str]:
