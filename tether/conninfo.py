@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from tether.errors import ConfigError
 from tether.secrets import mask_url
@@ -96,33 +97,100 @@ def is_local_host(host: str) -> bool:
         return False
 
 
+URL_FORM_HINT = (
+    "Write it in the form postgresql://USER@HOST:PORT/DATABASE with the password after USER and a colon, "
+    "percent-encoded (@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25, space as %20)."
+)
+# Options that make libpq connect somewhere other than the host and port we check for locality.
+REDIRECTING_OPTIONS = frozenset({"hostaddr", "service"})
+
+
 def parse_database_url(url: str, default_user: str = "postgres") -> DatabaseAddress:
-    """Parse ``postgresql://user:pass@host:port/db?opts`` (percent-decoding every part)."""
+    """Parse ``postgresql://user:pass@host:port/db?opts`` (percent-decoding every part).
+
+    Errors never quote the URL or the parser's message: when parsing fails, the password is exactly
+    the part most likely to have been taken for a host, port or path.
+    """
+    scheme = _scheme_of(url)
+    if scheme is not None and scheme.split("+", 1)[0].lower() not in POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"The database URL starts with {scheme}://, not postgresql://. {URL_FORM_HINT} "
+            "Or use one of the names dev, test, prod."
+        )
     try:
         parts = urlsplit(url)
-        port = parts.port
-    except ValueError as error:
+        netloc_port = parts.port
+    except ValueError:
         raise ConfigError(
-            f"{mask_url(url)!r} is not a valid PostgreSQL URL ({error}). "
-            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DATABASE."
-        ) from error
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in POSTGRES_SCHEMES:
+            f"The {_shown(scheme)} database URL could not be parsed (its port is not a number from 1 to 65535, "
+            f"or its host is malformed). {URL_FORM_HINT}"
+        ) from None
+    if scheme is None:
+        raise ConfigError(f"The database URL has no scheme: it must start with postgresql://. {URL_FORM_HINT}")
+    if "@" in parts.path or "@" in parts.query or "#" in url:
+        # A raw @ or # after the host almost always comes from a password with an unencoded / ? or #.
         raise ConfigError(
-            f"{mask_url(url)!r} is not a PostgreSQL URL: it must start with postgresql://. "
-            "Use the form postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or one of the names dev, test, prod."
+            f"The {_shown(scheme)} database URL has an @ or # after its host part, so it could not be split "
+            f"into user, password, host and database. {URL_FORM_HINT}"
         )
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    host = unquote(parts.hostname or "") if parts.hostname else options.pop("host", "localhost")
+    options = _query_options(parts.query)
+    redirecting = sorted(REDIRECTING_OPTIONS & options.keys())
+    if redirecting:
+        raise ConfigError(
+            f"The database URL sets {', '.join(redirecting)}, which would connect somewhere other than its host "
+            "and port (and bypass the checks that protect non-local databases). Put the server in the host part."
+        )
+    host = _host_of(parts.netloc) or options.pop("host", "") or "localhost"
     options.pop("host", None)
-    if "port" in options:
-        port = int(options.pop("port"))
+    port = _port(options.pop("port")) if "port" in options else netloc_port
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"The database URL's port must be a number from 1 to 65535. {URL_FORM_HINT}")
     database = unquote(parts.path.lstrip("/")) or options.pop("dbname", "")
+    options.pop("dbname", None)
     user = unquote(parts.username) if parts.username else options.pop("user", default_user)
+    options.pop("user", None)
     password = unquote(parts.password) if parts.password is not None else options.pop("password", None)
+    options.pop("password", None)
     if not database:
-        raise ConfigError(f"{mask_url(url)!r} names no database: add /DATABASE after the host and port.")
+        raise ConfigError(
+            "The database URL names no database: add /DATABASE after HOST:PORT, "
+            "as in postgresql://USER@localhost:5432/app."
+        )
     return DatabaseAddress(
         host=host, port=port or 5432, database=database, user=user, password=password,
         options=tuple(sorted(options.items())),
     )
+
+
+def _scheme_of(url: str) -> str | None:
+    """The scheme, only if it looks like one (anything else might be part of a password)."""
+    match = re.match(r"([a-zA-Z][a-zA-Z0-9+.\-]*)://", url)
+    return match.group(1) if match else None
+
+
+def _shown(scheme: str | None) -> str:
+    return f"{scheme}://" if scheme else "given"
+
+
+def _host_of(netloc: str) -> str:
+    """The host as written (``hostname`` would lowercase a percent-encoded socket directory)."""
+    hostinfo = netloc.rpartition("@")[2]
+    if hostinfo.startswith("["):
+        return unquote(hostinfo[1:hostinfo.find("]")])
+    return unquote(hostinfo.partition(":")[0])
+
+
+def _query_options(query: str) -> dict[str, str]:
+    """Query parameters as libpq reads them: percent-decoded, with '+' kept as a plus (not a space)."""
+    options: dict[str, str] = {}
+    for pair in query.split("&") if query else []:
+        if pair:
+            name, _, value = pair.partition("=")
+            options[unquote(name)] = unquote(value)
+    return options
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise ConfigError(f"The database URL's port parameter is not a number from 1 to 65535. {URL_FORM_HINT}")
+    return int(text)

@@ -1,7 +1,8 @@
 """Pure builders of pg_dump, pg_restore and psql command lines and their environment (nothing runs here).
 
-The connection travels as a ``--dbname`` conninfo string without the password; the password and the
-session options go in the environment (``PGPASSWORD``, ``PGOPTIONS``), so neither shows up in ``ps``.
+The connection travels as a ``--dbname`` conninfo string holding only non-secret options from an
+allow-list; the password and the session options go in the environment (``PGPASSWORD``, ``PGOPTIONS``),
+so neither shows up in ``ps``, and inherited passwords are not passed on to the child.
 """
 
 from __future__ import annotations
@@ -12,13 +13,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.conninfo import DatabaseAddress
+from tether.errors import ConfigError
 
 DUMP_FORMATS = {"custom": "c", "directory": "d"}
 READ_ONLY_OPTION = "-c default_transaction_read_only=on"
-# Inherited variables that could silently point a program at another server or session; everything we
-# need is set explicitly instead. PGPASSFILE stays: an address without a password may rely on it.
+# Inherited variables that could silently point a program at another server, service or session;
+# everything we need is set explicitly instead. PGPASSFILE stays: an address without a password may rely on it.
 _OVERRIDDEN_ENV = frozenset({"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE",
-                             "PGOPTIONS"})
+                             "PGSERVICEFILE", "PGOPTIONS"})
+# Inherited secrets a libpq program has no use for (TETHER_PROD_PASSWORD, POSTGRES_PASSWORD, REDISCLI_AUTH...):
+# a child should hold only the one password we hand it.
+_INHERITED_SECRET = re.compile(r"PASSWORD|PASSWD|REDISCLI_AUTH", re.IGNORECASE)
+# Connection options that are safe to show in argv (ps, /proc/*/cmdline): none of them is a secret,
+# and none of them sends the connection to another server than the host and port we checked.
+ARGV_OPTIONS = frozenset({
+    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "sslsni", "sslcompression",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "requirepeer", "require_auth", "sslcertmode",
+    "connect_timeout", "application_name", "fallback_application_name", "target_session_attrs", "gssencmode",
+    "channel_binding", "krbsrvname", "gsslib", "client_encoding", "keepalives", "keepalives_idle",
+    "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+})
+# Options that travel in the environment instead: the password is secret, and the session options
+# are merged with ours into PGOPTIONS.
+ENV_OPTIONS = {"password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS"}
 # What a local restore leaves out by default: production's owners, grants, tablespaces, security labels,
 # publications and subscriptions (a restored subscription would try to connect to its publisher).
 LOCAL_RESTORE_SKIPS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-security-labels",
@@ -53,13 +70,36 @@ class DumpOptions:
                 "data_only": self.data_only, "exclude_table_data": list(self.exclude_table_data)}
 
 
+def _checked_options(address: DatabaseAddress) -> tuple[tuple[str, str], ...]:
+    """The address's options, refusing any that could neither go in argv nor in the environment."""
+    for key, _ in address.options:
+        if key == "sslpassword":
+            raise ConfigError(
+                "The database address sets sslpassword (the passphrase of an encrypted client key). libpq has no "
+                "environment variable for it, and a command line is visible to every user of the machine, so "
+                "pg_dump, pg_restore and psql cannot be given it safely. Use a client key without a passphrase, "
+                "readable only by you (chmod 600), and drop sslpassword from the URL."
+            )
+        if key not in ARGV_OPTIONS and key not in ENV_OPTIONS:
+            raise ConfigError(
+                f"The database address sets the connection option {key!r}, which tether does not pass to "
+                f"pg_dump, pg_restore or psql. Remove it from the URL; the options passed on are: "
+                f"{', '.join(sorted(ARGV_OPTIONS | ENV_OPTIONS.keys()))}."
+            )
+    return address.options
+
+
 def connection_argument(address: DatabaseAddress) -> str:
-    """The ``--dbname`` value: a conninfo string with every parameter except the password and options."""
+    """The ``--dbname`` value: a conninfo string with the target and the harmless options only.
+
+    Only options in ``ARGV_OPTIONS`` appear; the password and session options go in the environment
+    (``program_env``), and any other option is refused with a ConfigError.
+    """
     from psycopg.conninfo import make_conninfo
 
     params: dict[str, str | int] = {"host": address.host, "port": address.port, "dbname": address.database,
                                     "user": address.user}
-    params.update({key: value for key, value in address.options if key not in {"password", "options"}})
+    params.update({key: value for key, value in _checked_options(address) if key in ARGV_OPTIONS})
     return make_conninfo("", **params)
 
 
@@ -73,12 +113,19 @@ def session_options(address: DatabaseAddress, *, readonly: bool = False) -> str:
 
 def program_env(address: DatabaseAddress, *, readonly: bool = False,
                 base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for a libpq program: ``base`` (e.g. os.environ) minus stray PG* targets, plus ours."""
-    env = {key: value for key, value in (base or {}).items() if key not in _OVERRIDDEN_ENV}
+    """The environment for a libpq program: ``base`` (e.g. os.environ) minus stray PG* targets and every
+    inherited password, plus ours (the only password in it is the address's own ``PGPASSWORD``)."""
+    options = _checked_options(address)
+    env = {key: value for key, value in (base or {}).items()
+           if key not in _OVERRIDDEN_ENV and not _INHERITED_SECRET.search(key)}
     env.update(address.libpq_env())
-    options = session_options(address, readonly=readonly)
-    if options:
-        env["PGOPTIONS"] = options
+    for key, value in options:
+        # The address's own password field wins over a ?password= option; a passfile wins over the inherited one.
+        if key == "passfile" or (key == "password" and address.password is None):
+            env[ENV_OPTIONS[key]] = value
+    pgoptions = session_options(address, readonly=readonly)
+    if pgoptions:
+        env["PGOPTIONS"] = pgoptions
     return env
 
 
@@ -137,6 +184,12 @@ def psql_argv(program: Path | str, address: DatabaseAddress, *, file: Path | str
     if command is not None:
         argv.append(f"--command={command}")
     return argv
+
+
+def psql_interactive_argv(program: Path | str, address: DatabaseAddress) -> list[str]:
+    """``psql`` for a person at a terminal: only the connection, so the user's ``~/.psqlrc``, prompt and
+    error handling apply as usual; run it with ``program_env`` so the password stays out of argv."""
+    return [str(program), f"--dbname={connection_argument(address)}"]
 
 
 def parse_program_version(output: str) -> tuple[str, int]:

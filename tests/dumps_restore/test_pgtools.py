@@ -13,6 +13,8 @@ import pytest
 from tether import dump_manifest as manifests
 from tether import pgtools
 from tether.conninfo import DatabaseAddress
+from tether.errors import ConfigError
+from tether.native import binaries
 from tether.pgtools import DumpOptions
 
 SAMPLE_PASSWORD = "s3cret"
@@ -221,3 +223,116 @@ def test_manifest_round_trip_and_refusals(tmp_path):
     manifests.manifest_path(artifact).write_text("{not json")
     with pytest.raises(manifests.DumpIntegrityError, match="unreadable"):
         manifests.verify(artifact)
+
+
+@pytest.mark.parametrize(
+    ("options", "in_argv", "env"),
+    [
+        ((("sslmode", "verify-full"), ("sslrootcert", "/etc/ca.pem"), ("sslcert", "/c.pem"), ("sslkey", "/k.pem")),
+         ["sslmode=verify-full", "sslrootcert=/etc/ca.pem", "sslcert=/c.pem", "sslkey=/k.pem"], {}),
+        ((("connect_timeout", "5"), ("application_name", "tether dump"), ("target_session_attrs", "read-write")),
+         ["connect_timeout=5", "application_name='tether dump'", "target_session_attrs=read-write"], {}),
+        ((("gssencmode", "disable"), ("channel_binding", "require")),
+         ["gssencmode=disable", "channel_binding=require"], {}),
+        ((("password", "from-query"),), [], {"PGPASSWORD": "from-query"}),
+        ((("passfile", "/home/me/.pgpass-prod"),), [], {"PGPASSFILE": "/home/me/.pgpass-prod"}),
+        ((("options", "-c statement_timeout=0"),), [], {"PGOPTIONS": "-c statement_timeout=0"}),
+    ],
+    ids=["ssl-files", "timeouts-and-names", "gss-and-channel-binding", "query-password-to-env",
+         "passfile-to-env", "session-options-to-env"],
+)
+def test_allowed_options_go_to_argv_and_secrets_to_env(options, in_argv, env):
+    target = address(password=None, options=options)
+    argument = pgtools.connection_argument(target)
+    for part in in_argv:
+        assert part in argument
+    built = pgtools.program_env(target, base={"PGPASSFILE": "/inherited"})
+    for key, value in env.items():
+        assert built[key] == value
+        assert value not in argument
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        (("sslpassword", "k3yphrase"), "no environment variable"),
+        (("hostaddr", "10.0.0.9"), "'hostaddr'"),
+        (("service", "prod"), "'service'"),
+        (("sslmode ", "disable"), "'sslmode '"),
+        (("replication", "database"), "'replication'"),
+    ],
+    ids=["sslpassword", "hostaddr", "service", "typo", "unknown"],
+)
+def test_options_that_cannot_travel_safely_are_refused(option, reason):
+    target = address(options=(option,))
+    builders = [
+        lambda: pgtools.connection_argument(target),
+        lambda: pgtools.program_env(target),
+        lambda: pgtools.pg_dump_argv("pg_dump", target, DumpOptions(), "out"),
+        lambda: pgtools.pg_restore_argv("pg_restore", target, "in"),
+        lambda: pgtools.psql_argv("psql", target),
+        lambda: pgtools.psql_interactive_argv("psql", target),
+    ]
+    for build in builders:
+        with pytest.raises(ConfigError) as caught:
+            build()
+        assert reason in str(caught.value)
+        assert "k3yphrase" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("inherited", "kept"),
+    [
+        ({"TETHER_PROD_PASSWORD": "a1"}, False), ({"TETHER_PROD_READONLY_PASSWORD": "a2"}, False),
+        ({"TETHER_PROD_ADMIN_PASSWORD": "a3"}, False), ({"TETHER_STAGING_PASSWORD": "a4"}, False),
+        ({"POSTGRES_PASSWORD": "a5"}, False), ({"db_password": "a6"}, False), ({"REDISCLI_AUTH": "a7"}, False),
+        ({"MYSQL_PWD_PASSWD": "a8"}, False), ({"PGPASSWORD": "a9"}, False), ({"PGHOSTADDR": "10.9.9.9"}, False),
+        ({"PGSERVICE": "prod"}, False), ({"PGSERVICEFILE": "/x"}, False), ({"PGOPTIONS": "-c x=y"}, False),
+        ({"PATH": "/bin"}, True), ({"HOME": "/root"}, True), ({"PGPASSFILE": "/p"}, True),
+        ({"PGSSLROOTCERT": "/ca"}, True), ({"LANG": "C.UTF-8"}, True),
+    ],
+    ids=["tether-prod", "tether-readonly", "tether-admin", "tether-any", "postgres-image", "lowercase",
+         "rediscli", "passwd", "stale-pgpassword", "pghostaddr", "pgservice", "pgservicefile", "pgoptions",
+         "path", "home", "pgpassfile", "pgsslrootcert", "lang"],
+)
+def test_program_env_passes_on_only_harmless_inherited_variables(inherited, kept):
+    (key, value), = inherited.items()
+    env = pgtools.program_env(address(password=None), base=inherited)
+    assert (env.get(key) == value) is kept
+    assert "PGPASSWORD" not in env  # no password of ours, and none inherited
+
+
+def test_program_env_holds_exactly_our_password():
+    env = pgtools.program_env(address(), base={"TETHER_PROD_PASSWORD": "prod", "PGPASSWORD": "stale"})
+    assert [key for key in env if "PASSWORD" in key.upper()] == ["PGPASSWORD"]
+    assert env["PGPASSWORD"] == SAMPLE_PASSWORD
+
+
+@pytest.mark.parametrize("password", PASSWORDS, ids=["plain", "url-specials", "accents", "space", "quotes"])
+def test_psql_interactive_is_only_the_connection(password):
+    target = address(password, options=(("sslmode", "require"), ("options", "-c search_path=app")))
+    argv = pgtools.psql_interactive_argv("/usr/bin/psql", target)
+    assert argv == ["/usr/bin/psql", f"--dbname={pgtools.connection_argument(target)}"]
+    assert not any(password in part for part in argv)
+    assert "sslmode=require" in argv[1] and "search_path" not in argv[1]
+    assert not any("ON_ERROR_STOP" in part for part in argv)
+
+
+def test_real_psql_connects_through_env_ignoring_inherited_redirects_and_secrets(pg_db):
+    psql = binaries.client_program("psql")
+    target = DatabaseAddress(pg_db.host, pg_db.port, pg_db.database, pg_db.user, pg_db.password,
+                             (("application_name", "tether-allowlist"), ("options", "-c search_path=elsewhere")))
+    # Redirects that would break the connection if inherited, and secrets that must not reach the child.
+    base = {**os.environ, "PGHOSTADDR": "10.255.255.1", "PGSERVICE": "no-such-service", "PGPASSWORD": "stale",
+            "TETHER_PROD_PASSWORD": "prod-secret-xyz", "TETHER_PROD_ADMIN_PASSWORD": "admin-secret-xyz"}
+    argv = pgtools.psql_argv(psql, target, command="SELECT current_setting('application_name') || '|' || "
+                                                    "current_setting('search_path')")
+    result = subprocess.run([*argv, "--tuples-only", "--no-align"], env=pgtools.program_env(target, base=base),
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tether-allowlist|elsewhere"
+    shell = subprocess.run([*pgtools.psql_argv(psql, target), "--command=\\! env"], capture_output=True, text=True,
+                           env=pgtools.program_env(target, base=base), check=False, timeout=60)
+    assert shell.returncode == 0, shell.stderr
+    assert "prod-secret-xyz" not in shell.stdout and "admin-secret-xyz" not in shell.stdout
+    assert f"PGPASSWORD={pg_db.password}" in shell.stdout.splitlines()

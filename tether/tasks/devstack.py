@@ -121,17 +121,22 @@ def health(c: Context, json: bool = False) -> None:
         raise Exit(code=1)
 
 
-@task(help={"db": "dev (default), test, or a postgresql:// URL"})
+@task(help={"db": "dev, test or a postgresql:// URL (default: config tether.db, else dev)"})
 @domain_errors
-def psql(c: Context, db: str = "dev") -> None:
+def psql(c: Context, db: str | None = None) -> None:
     """Open psql on a database; the password travels in the environment, never on the command line."""
     import os
     import subprocess
 
     from tether.endpoints import resolve_database
+    from tether.errors import ConfigError
     from tether.native.binaries import client_program
+    from tether.pgtools import program_env, psql_interactive_argv
 
-    address = resolve_database(db)
-    program = client_program("psql")
-    env = {**os.environ, **address.libpq_env()}
-    raise SystemExit(subprocess.run([str(program)], env=env, check=False).returncode)
+    spec = str(config_value(c, "tether", "db", db, "dev"))
+    if spec == "prod":
+        raise ConfigError("psql --db prod is not supported: start the proxy (`invoke proxy.start`) and use "
+                          "DATABASE_URL_PRODUCTION from .env.production, after exporting its password.")
+    address = resolve_database(spec)
+    argv = psql_interactive_argv(client_program("psql"), address)
+    raise SystemExit(subprocess.run(argv, env=program_env(address, base=os.environ), check=False).returncode)
