@@ -2,14 +2,14 @@
 
 from invoke import Collection
 
-from tether.tasks import checks, devstack, dumps, proxy, schema, stacks
+from tether.tasks import bench, checks, devstack, dumps, proxy, schema, stacks, sync
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
 from tether.tasks import redis as redis_tasks
 
 ns = Collection(
     devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
-    stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, checks.test, checks.lint,
+    sync.sync_prod, stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, bench.bench, checks.test, checks.lint,
 )
 
 target = Collection("target")
@@ -18,7 +18,7 @@ target.add_task(env_tasks.use_local, name="local")
 target.add_task(env_tasks.use_production, name="production")
 ns.add_collection(target)
 
-ns.add_collection(Collection("db", schema.init, schema.status, dumps.dump, dumps.restore, dumps.dumps))
+ns.add_collection(Collection("db", schema.init, schema.status, dumps.dump, dumps.restore, dumps.dumps, sync.reset))
 ns.add_collection(Collection("redis", redis_tasks.save))
 ns.add_collection(Collection.from_module(proxy), name="proxy")
 

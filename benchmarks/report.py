@@ -1,0 +1,232 @@
+"""Turning timed runs into the results: medians, ratios to the fastest competitor, targets, machine, table."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from benchmarks.competitors import Method
+
+OK, FAILED, NOT_AVAILABLE, SKIPPED = "ok", "failed", "not available", "skipped"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A ratio to the fastest competitor: ``goal`` must be met; ``limit`` (if any) must never be passed."""
+
+    goal: float
+    limit: float | None = None
+
+    def describe(self) -> str:
+        return f"≤ {self.goal:g}" + (f", never > {self.limit:g}" if self.limit is not None else "")
+
+
+TARGETS: Mapping[str, Target] = {
+    "sync_full": Target(0.8, 1.0),
+    "sync_again": Target(0.15),
+    "reset": Target(0.2),
+}
+
+
+@dataclass
+class MethodResult:
+    """Every run of one method, how it ended and whether its copies were complete."""
+
+    method: Method
+    status: str = OK
+    reason: str = ""
+    seconds: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return self.status == OK and bool(self.seconds) and not self.problems
+
+    def fail(self, reason: str) -> None:
+        self.status, self.reason = FAILED, reason
+
+
+def fastest_competitor(results: Sequence[MethodResult]) -> MethodResult | None:
+    """The competitor with the lowest median among those that ran and produced complete copies."""
+    eligible = [r for r in results if r.method.kind == "competitor" and r.verified]
+    return min(eligible, key=lambda r: statistics.median(r.seconds), default=None)
+
+
+def verdict(ratio: float | None, target: Target | None) -> str | None:
+    """``pass``, ``miss`` (over the goal, within the limit) or ``fail``; None without a target or ratio."""
+    if target is None or ratio is None:
+        return None
+    if ratio <= target.goal:
+        return "pass"
+    if target.limit is not None and ratio <= target.limit:
+        return "miss"
+    return "fail"
+
+
+def summarize(results: Sequence[MethodResult], machine: Mapping[str, Any], dataset: Mapping[str, Any],
+              settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The whole result as plain data: what ``--json`` prints and ``.runtime/bench/last.json`` keeps."""
+    fastest = fastest_competitor(results)
+    base = statistics.median(fastest.seconds) if fastest else None
+    rows = []
+    for result in results:
+        median = statistics.median(result.seconds) if result.verified else None
+        ratio = round(median / base, 3) if median is not None and base else None
+        target = TARGETS.get(result.method.key)
+        paired = None
+        if result.verified and fastest and len(result.seconds) == len(fastest.seconds):
+            # Runs of the same round share the machine's load at that moment; their ratio is steadier.
+            paired = round(statistics.median(a / b for a, b in zip(result.seconds, fastest.seconds, strict=True)), 3)
+        rows.append({
+            "paired_ratio": paired,
+            "key": result.method.key, "method": result.method.label, "kind": result.method.kind,
+            "status": result.status, "reason": result.reason,
+            "runs": [round(s, 3) for s in result.seconds],
+            "median": round(median, 3) if median is not None else None,
+            "min": round(min(result.seconds), 3) if result.verified else None,
+            "max": round(max(result.seconds), 3) if result.verified else None,
+            "ratio": ratio, "verified": result.verified, "problems": list(result.problems),
+            "target": target.describe() if target else None,
+            "verdict": verdict(ratio, target) if result.verified else ("fail" if target and result.status == FAILED
+                                                                       else None),
+            "details": result.details,
+        })
+    return {
+        "fastest_competitor": fastest.method.label if fastest else None,
+        "fastest_competitor_median": round(base, 3) if base else None,
+        "methods": rows, "machine": dict(machine), "dataset": dict(dataset), "settings": dict(settings),
+        "all_verified": all(row["verified"] or row["status"] in (NOT_AVAILABLE, SKIPPED) for row in rows),
+    }
+
+
+_VERDICT_MARKS = {"pass": "✓ pass", "miss": "✗ miss", "fail": "✗ FAIL"}
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "—"
+
+
+def result_cells(summary: Mapping[str, Any]) -> tuple[list[list[str]], list[str]]:
+    """The table's rows as text, and the numbered notes their result cells point at (reasons, problems)."""
+    rows: list[list[str]] = []
+    notes: list[str] = []
+
+    def note(text: str) -> str:
+        notes.append(text)
+        return f"[{len(notes)}]"
+
+    for row in summary["methods"]:
+        if row["verified"]:
+            result = _VERDICT_MARKS.get(row["verdict"] or "", "✓ complete")
+        elif row["status"] == OK:
+            result = "✗ INCOMPLETE " + note(f"{row['method']}: " + "; ".join(row["problems"]))
+        else:
+            label = "✗ FAILED" if row["status"] == FAILED else row["status"]
+            result = label + (" " + note(f"{row['method']}: {row['reason']}") if row["reason"] else "")
+        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "—"
+        rows.append([row["method"], _seconds(row["median"]), _seconds(row["min"]), _seconds(row["max"]), ratio,
+                     row["target"] or "", result])
+    return rows, notes
+
+
+HEADERS = ("method", "median s", "min s", "max s", "ratio", "target", "result")
+
+
+def results_table(summary: Mapping[str, Any]) -> Table:
+    """The rich table: one row per method, ratios to the fastest competitor, targets with marks."""
+    from rich import box
+
+    fastest = summary.get("fastest_competitor") or "none"
+    table = Table(title=f"ratio = median / median of the fastest competitor ({fastest})", title_justify="left",
+                  box=box.SIMPLE_HEAD)
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header in ("method", "target", "result") else "right",
+                         no_wrap=header != "result")
+    from rich.text import Text
+
+    rows, _ = result_cells(summary)
+    for cells in rows:
+        table.add_row(*(Text(cell) for cell in cells))
+    return table
+
+
+def markdown_table(summary: Mapping[str, Any]) -> str:
+    """The same table in Markdown, with its notes and the machine, for the README."""
+    rows, notes = result_cells(summary)
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" if i in (0, 5, 6) else "---:"
+                                                               for i in range(len(HEADERS))) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in rows]
+    lines.append("")
+    lines += [f"{number}. {text}" for number, text in enumerate(notes, 1)]
+    lines += [f"- {line}" for line in machine_lines(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def machine_lines(summary: Mapping[str, Any]) -> list[str]:
+    machine, dataset, settings = summary["machine"], summary["dataset"], summary["settings"]
+    lines = [
+        f"fastest competitor: {summary.get('fastest_competitor') or 'none'}",
+        f"machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('ram_gb')} GB RAM, "
+        f"{machine.get('os')}",
+        f"PostgreSQL {machine.get('postgres')}, source and dest servers on this machine with default settings "
+        f"(fsync on); {machine.get('pg_dump')}; {machine.get('pgcopydb') or 'pgcopydb not installed'}",
+        f"dataset: scale {dataset.get('scale')}, {dataset.get('size_mb')} MB, {dataset.get('rows'):,} rows, "
+        f"{dataset.get('tables')} tables in {dataset.get('schemas')} schemas "
+        f"(built in {dataset.get('build_seconds')} s)",
+        f"runs: {settings.get('repeat')} per method, median reported; {settings.get('note')}",
+    ]
+    paired = [f"{row['method']} {row['paired_ratio']:.2f}" for row in summary["methods"]
+              if row.get("paired_ratio") is not None and row["kind"] == "tether"]
+    if paired:
+        lines.append("ratios round by round (median of each run over the same round's fastest competitor, steadier "
+                     "on a busy machine): " + ", ".join(paired))
+    if settings.get("anonymization"):
+        lines.append(f"sync-prod: {settings['anonymization']}")
+    return lines
+
+
+def cpu_model(cpuinfo: str) -> str:
+    """The ``model name`` line of /proc/cpuinfo (first CPU)."""
+    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return match.group(1).strip() if match else platform.processor() or "unknown CPU"
+
+
+def ram_gb(meminfo: str) -> float | None:
+    """``MemTotal`` of /proc/meminfo in GB (one decimal)."""
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", meminfo, re.MULTILINE)
+    return round(int(match.group(1)) / 1024 / 1024, 1) if match else None
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def machine_facts(postgres: str, pg_dump: str, pgcopydb: str | None) -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(_read("/proc/cpuinfo")), "cores": os.cpu_count(), "ram_gb": ram_gb(_read("/proc/meminfo")),
+        "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
+        "postgres": postgres, "pg_dump": pg_dump, "pgcopydb": pgcopydb,
+    }
+
+
+if __name__ == "__main__":
+    # `python -m benchmarks.report [.runtime/bench/last.json]`: the saved result as Markdown for the README.
+    import json
+    import sys
+
+    from tether.paths import runtime_dir
+
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else runtime_dir() / "bench" / "last.json"
+    sys.stdout.write(markdown_table(json.loads(source.read_text())))
