@@ -1,0 +1,45 @@
+"""What the sync shows while it works: bars on a terminal, plain phase lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from tether.sync.progress import BIG_TABLE_LINE, SyncProgress
+
+
+def test_off_terminal_prints_phase_lines_only(capsys):
+    progress = SyncProgress(bars=False)
+    progress.phase("copying 3 tables")
+    progress.start_tables(3)
+    progress.advance_table("app.small", 100, 2)
+    progress.finish_table("app.small", 2, 100)
+    progress.finish_table("app.big", 10_000, BIG_TABLE_LINE)
+    progress.stop_tables()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].endswith("s copying 3 tables")
+    assert "copied app.big: 10,000 rows" in err[1]
+    assert capsys.readouterr().out == ""
+
+
+def test_quiet_prints_nothing(capsys):
+    progress = SyncProgress(quiet=True, bars=False)
+    progress.phase("x")
+    progress.finish_table("app.big", 1, BIG_TABLE_LINE)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_terminal_shows_a_bar_per_table_with_rows_bytes_and_speed():
+    progress = SyncProgress(bars=True)
+    progress._console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    progress.start_tables(2)
+    progress.advance_table("app.[odd]", 4096, 10)
+    progress.advance_table("app.[odd]", 4096, 20)
+    assert progress._progress is not None
+    tasks = {task.description.strip(): task for task in progress._progress.tasks}
+    odd = tasks[r"app.\[odd]"]
+    assert odd.completed == 8192 and odd.fields["rows"] == "20 rows"
+    progress.finish_table("app.[odd]", 20, 8192)
+    assert tasks["tables"].completed == 1 and len(progress._progress.tasks) == 1
+    progress.stop_tables()

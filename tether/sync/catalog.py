@@ -1,0 +1,307 @@
+"""What the source database holds, read from its catalogs in the sync's snapshot: tables, columns, sequences."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: everything below is built in
+
+_USER_NAMESPACES = sql.SQL("""
+    n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'
+""")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    number: int
+    type_sql: str  # format_type(): a valid type name on the source, typmod included
+    type_name: str  # the base type's name (through a domain): text, int4, uuid, date ...
+    category: str  # pg_type.typcategory of the base type: S string, N numeric, D date/time, ...
+    not_null: bool
+    generated: bool
+    user_type: bool  # a user-defined type, or an array of one: its binary form names server-specific OIDs
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str  # r table, p partitioned table, m materialized view, f foreign table
+    persistence: str  # p permanent, u unlogged
+    partition_root: int | None
+    extension_member: bool
+    relfilenode: int
+    populated: bool
+    columns: tuple[Column, ...] = ()
+    bytes: int = 0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def has_storage(self) -> bool:
+        return self.kind == "r"
+
+    @property
+    def copied_columns(self) -> tuple[Column, ...]:
+        """Stored generated columns are computed again on the destination, so COPY leaves them out."""
+        return tuple(column for column in self.columns if not column.generated)
+
+    @property
+    def binary_safe(self) -> bool:
+        return not any(column.user_type for column in self.copied_columns)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    oid: int
+    schema: str
+    name: str
+    readable: bool
+    owner_table: int | None
+    owner_column: str | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    oid: int
+    name: str
+    table: int
+    references: int
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int
+    system_identifier: str | None  # None when pg_control_system() is not allowed for this role
+    start_time: str
+    database_oid: int
+    database: str
+    encoding: str
+    user: str
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+@dataclass
+class SourceCatalog:
+    server: ServerInfo
+    relations: dict[int, Relation]
+    sequences: list[Sequence]
+    foreign_keys: list[ForeignKey]
+    dependent_views: dict[int, set[int]]  # relation oid -> views and materialized views reading it
+    unique_columns: set[tuple[int, str]]  # (table oid, column) with a single-column unique index
+    rls_restricted: set[int] = field(default_factory=set)  # tables whose rows this role may not all see
+    index_owners: dict[tuple[int, int], int] = field(default_factory=dict)  # (catalog, oid) of an index or
+    # of a primary key, unique or exclusion constraint -> the table it belongs to
+    inheritance_parents: dict[int, list[int]] = field(default_factory=dict)  # table -> parents and partitions'
+    index_kinds: dict[int, tuple[int, int]] = field(default_factory=dict)  # table -> (B-tree-like, GIN/GiST) count
+
+    def load_weight(self, relation: Relation) -> float:
+        """How much work a table is locally: its rows, plus its indexes (GIN and GiST cost the most to build).
+
+        Copying the heaviest first lets their index builds overlap the copy of everything else.
+        """
+        plain, heavy = self.index_kinds.get(relation.oid, (0, 0))
+        return relation.bytes * (1 + 0.3 * plain + 2.0 * heavy)
+
+    def ancestors(self, oid: int) -> list[int]:
+        """Partition root and INHERITS parents, transitively: rules given for them apply to ``oid`` too."""
+        found: list[int] = []
+        pending = [oid]
+        while pending:
+            current = pending.pop()
+            relation = self.relations.get(current)
+            parents = list(self.inheritance_parents.get(current, ()))
+            if relation is not None and relation.partition_root is not None:
+                parents.append(relation.partition_root)
+            for parent in parents:
+                if parent not in found and parent != oid:
+                    found.append(parent)
+                    pending.append(parent)
+        return found
+
+    def by_name(self) -> dict[str, Relation]:
+        return {relation.qualified: relation for relation in self.relations.values()}
+
+    def root_of(self, oid: int) -> int:
+        relation = self.relations[oid]
+        return relation.partition_root if relation.partition_root is not None else oid
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    """Version, identity (system identifier, start time, database oid) and encoding of the connected server."""
+    row = conn.execute(
+        """SELECT current_setting('server_version_num')::int, pg_postmaster_start_time()::text, d.oid, d.datname,
+                  pg_encoding_to_char(d.encoding), current_user
+           FROM pg_database d WHERE d.datname = current_database()""").fetchone()
+    assert row is not None
+    return ServerInfo(row[0], system_identifier(conn), row[1], row[2], row[3], row[4], row[5])
+
+
+def system_identifier(conn: psycopg.Connection) -> str | None:
+    """The cluster's unique id (pg_control_system()), or None when this role may not call it."""
+    try:
+        with conn.transaction():
+            row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return str(row[0]) if row else None
+
+
+def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
+    """Everything the sync needs to know about the source's relations, in the connection's snapshot."""
+    relations: dict[int, Relation] = {}
+    for row in conn.execute(sql.SQL("""
+            SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence,
+                   CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::oid END,
+                   EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                                       AND d.deptype = 'e'),
+                   c.relfilenode, c.relispopulated
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm', 'f') AND c.relpersistence <> 't' AND {}
+            ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES)):
+        relations[row[0]] = Relation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8])
+    columns: dict[int, list[Column]] = {}
+    oids = list(relations)
+    for row in conn.execute("""
+            SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
+                   coalesce(bt.typname, t.typname), coalesce(bt.typcategory, t.typcategory), a.attnotnull,
+                   a.attgenerated <> '', t.oid >= %s OR (t.typelem <> 0 AND t.typelem >= %s)
+            FROM pg_attribute a
+            JOIN pg_type t ON t.oid = a.atttypid
+            LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attrelid, a.attnum""", (FIRST_USER_OID, FIRST_USER_OID, oids)):
+        columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]))
+    for oid, relation in list(relations.items()):
+        relations[oid] = _with(relation, columns=tuple(columns.get(oid, ())))
+
+    sequences = [Sequence(*row) for row in conn.execute(sql.SQL("""
+            SELECT c.oid, n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'), d.refobjid, a.attname
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                 AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+            LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+            WHERE c.relkind = 'S' AND {}
+              AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                                                         AND e.objid = c.oid AND e.deptype = 'e')
+            ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES))]
+    foreign_keys = [ForeignKey(*row) for row in conn.execute(
+        "SELECT oid, conname, conrelid, confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s)",
+        (oids,))]
+    dependent_views: dict[int, set[int]] = {}
+    for view, relation in conn.execute("""
+            SELECT DISTINCT rw.ev_class, d.refobjid
+            FROM pg_rewrite rw JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+            WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class AND rw.ev_class >= %s""",
+                                       (FIRST_USER_OID,)):
+        dependent_views.setdefault(relation, set()).add(view)
+    unique_columns = {(row[0], row[1]) for row in conn.execute("""
+            SELECT i.indrelid, a.attname FROM pg_index i
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indisunique AND i.indnkeyatts = 1 AND i.indexprs IS NULL AND i.indpred IS NULL
+              AND i.indrelid = ANY(%s)""", (oids,))}
+    index_owners = {(row[0], row[1]): row[2] for row in conn.execute("""
+            SELECT 'pg_class'::regclass::oid, indexrelid, indrelid FROM pg_index WHERE indrelid = ANY(%s)
+            UNION ALL
+            SELECT 'pg_constraint'::regclass::oid, oid, conrelid FROM pg_constraint
+            WHERE contype IN ('p', 'u', 'x') AND conrelid = ANY(%s)""", (oids, oids))}
+    inheritance_parents: dict[int, list[int]] = {}
+    for child, parent in conn.execute("SELECT inhrelid, inhparent FROM pg_inherits WHERE inhrelid = ANY(%s)",
+                                      (oids,)):
+        inheritance_parents.setdefault(child, []).append(parent)
+    index_kinds = {row[0]: (int(row[1]), int(row[2])) for row in conn.execute("""
+            SELECT i.indrelid, count(*) FILTER (WHERE am.amname NOT IN ('gin', 'gist', 'spgist')),
+                   count(*) FILTER (WHERE am.amname IN ('gin', 'gist', 'spgist'))
+            FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+            WHERE i.indrelid = ANY(%s) GROUP BY i.indrelid""", (oids,))}
+    return SourceCatalog(server_info(conn), relations, sequences, foreign_keys, dependent_views, unique_columns,
+                         rls_restricted(conn, oids), index_owners, inheritance_parents, index_kinds)
+
+
+def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
+    """Tables where row-level security may hide rows from the connected role.
+
+    A role sees every row when it bypasses RLS (superuser, BYPASSRLS, or owner of a table that does not
+    FORCE it), or when a permissive SELECT policy for it says ``USING (true)`` and no restrictive one says
+    otherwise. Anything else could silently drop rows from the copy, so those tables are refused.
+    """
+    applies = sql.SQL(
+        "(p.polroles = '{{0}}' OR EXISTS (SELECT 1 FROM unnest(p.polroles) r WHERE pg_has_role(r, 'USAGE')))")
+    rows = conn.execute(sql.SQL("""
+        SELECT c.oid FROM pg_class c
+        WHERE c.oid = ANY(%s) AND c.relrowsecurity
+          AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+          AND NOT (pg_has_role(c.relowner, 'USAGE') AND NOT c.relforcerowsecurity)
+          AND NOT (
+              EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polpermissive
+                        AND p.polcmd IN ('r', '*') AND {applies}
+                        AND pg_get_expr(p.polqual, p.polrelid) = 'true')
+              AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND NOT p.polpermissive
+                        AND p.polcmd IN ('r', '*') AND {applies}
+                        AND coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') <> 'true'))""").format(
+        applies=applies), (oids,))
+    return {row[0] for row in rows}
+
+
+def table_sizes(conn: psycopg.Connection, oids: list[int]) -> dict[int, int]:
+    """Bytes on disk (heap and TOAST) per table, to copy the big ones first and to size progress bars."""
+    rows = conn.execute("SELECT c.oid, pg_table_size(c.oid) FROM pg_class c WHERE c.oid = ANY(%s)", (oids,))
+    return {row[0]: int(row[1] or 0) for row in rows}
+
+
+def _with(relation: Relation, **changes: object) -> Relation:
+    from dataclasses import replace
+
+    return replace(relation, **changes)  # type: ignore[arg-type]
+
+
+def with_sizes(catalog: SourceCatalog, sizes: dict[int, int]) -> None:
+    for oid, size in sizes.items():
+        catalog.relations[oid] = _with(catalog.relations[oid], bytes=size)
+
+
+def catalog_fingerprint(conn: psycopg.Connection) -> str:
+    """A fingerprint of the database's schema, read in the snapshot without running pg_dump.
+
+    Every schema change writes or deletes rows of the database's own catalogs, and every written row has
+    a new (ctid, xmin); VACUUM and ANALYZE update catalog rows in place and keep both. Role names are
+    included because grants name them. Equal fingerprints mean the schema is unchanged; a different one
+    (a TRUNCATE also rewrites a pg_class row) only means pg_dump must be asked.
+    """
+    names = [row[0] for row in conn.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'pg_catalog'::regnamespace AND relkind = 'r' "
+        "AND NOT relisshared AND relname NOT IN ('pg_statistic', 'pg_largeobject') "
+        "AND has_table_privilege(oid, 'SELECT') ORDER BY relname")]
+    row_hash = sql.SQL("coalesce(sum(hashtextextended(ctid::text || ':' || xmin::text, 0)), 0)")
+    parts: list[sql.Composable] = [
+        sql.SQL("SELECT {}, count(*), {} FROM pg_catalog.{}").format(sql.Literal(name), row_hash, sql.Identifier(name))
+        for name in names]
+    parts.append(sql.SQL("SELECT 'roles', count(*), coalesce(sum(hashtextextended(oid::text || ':' || rolname, 0)), 0)"
+                         " FROM pg_catalog.pg_roles"))
+    rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
+    digest = hashlib.sha256(repr(sorted((str(name), int(count), str(total)) for name, count, total in rows)).encode())
+    return digest.hexdigest()

@@ -1,0 +1,763 @@
+"""A sync from start to finish: checks, the snapshot, schema and rows, the snapshot kept for resets, the swap.
+
+Order matters for safety: the destination's locality, the rules, the selection and the "same database"
+check all pass before anything is written anywhere; the local database is only ever replaced by a
+finished build, in one rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from tether.conninfo import DatabaseAddress
+from tether.console import confirm
+from tether.errors import CommandFailed, ConfigError, TetherError
+from tether.native.binaries import client_program
+from tether.swap import cleanup_leftovers, scratch_name
+from tether.sync import local as localdb
+from tether.sync.anonymize import (
+    NO_RULES,
+    SALT_SETTING,
+    RuleSet,
+    anonymize_salt,
+    default_rules_path,
+    load_rules,
+    resolve_rules,
+    salt_digest,
+)
+from tether.sync.catalog import (
+    Relation,
+    SourceCatalog,
+    catalog_fingerprint,
+    read_catalog,
+    table_sizes,
+    with_sizes,
+)
+from tether.sync.copy import CopyResult, CopySettings, copy_table, copy_tables
+from tether.sync.incremental import (
+    STATE_VERSION,
+    Fingerprint,
+    LocalRelation,
+    SyncState,
+    TableState,
+    batched,
+    catalog_rows,
+    changed_tables,
+    fingerprint_tables,
+    local_relations,
+    local_unchanged,
+    now_iso,
+    window_condition,
+)
+from tether.sync.indexes import EarlyScript, IndexBuilder, early_entries, early_script
+from tether.sync.parallel import run_parallel
+from tether.sync.plan import Selection, SyncPlan, TableCopy, build_plan, exclude_table_pattern
+from tether.sync.progress import SyncProgress
+from tether.sync.reset import reset_from_snapshot, retire
+from tether.sync.safety import LocalServer, check_distinct, check_local, inspect_local
+from tether.sync.schema import (
+    TocEntry,
+    first_wave,
+    local_env,
+    parse_toc,
+    pg_dump_argv,
+    pg_restore_argv,
+    pg_restore_list_argv,
+    pg_restore_script_argv,
+    replay_tolerant,
+    run_program,
+    schema_digest,
+    source_env,
+    split_toc,
+    write_list,
+)
+from tether.sync.sequences import apply_sequences, local_sequences, read_sequences, refresh_materialized_views
+from tether.sync.snapshot import (
+    SourceSnapshot,
+    connect_local,
+    connect_source,
+    exported_snapshot,
+    join_snapshot,
+    lock_tables,
+)
+from tether.sync.summary import SyncSummary
+
+DROP_RETIRED = ("background", "now")
+EARLY_TABLE_BYTES = 1024 * 1024  # tables this big are created first and filled while the others are created
+
+
+def default_jobs() -> int:
+    """Two workers, or one per CPU up to four: each worker keeps a source and a local server process busy."""
+    return max(2, min(4, os.cpu_count() or 2))
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    selection: Selection = field(default_factory=Selection)
+    jobs: int = 2
+    anonymize: bool = True
+    rules_path: Path | None = None  # default: tether.sync.anonymize.default_rules_path()
+    allow_remote_dest: bool = False
+    yes: bool = False
+    analyze: bool = False  # ANALYZE the copied tables (statistics then live in the snapshot, for resets too)
+    full: bool = False  # ignore the last sync: copy every table again
+    drop_retired: str = "background"  # or "now" (tests): when replaced local copies are dropped
+
+    def digest(self, rules: RuleSet, salt: str) -> str:
+        """What the copied rows depend on besides the source: a change means copying everything again."""
+        data = {"selection": self.selection.as_dict(), "anonymize": self.anonymize,
+                "rules": rules.digest() if self.anonymize else None,
+                "salt": salt_digest(salt) if self.anonymize else None, "version": STATE_VERSION}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+class _Phases:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class _Context:
+    source: DatabaseAddress
+    dest: DatabaseAddress
+    options: SyncOptions
+    progress: SyncProgress
+    summary: SyncSummary
+    phases: _Phases
+    local: LocalServer
+    catalog: SourceCatalog
+    plan: SyncPlan
+    salt: str
+    options_digest: str
+    work_dir: Path
+    archive: Path | None = None
+    schema_digest: str = ""
+    catalog_digest: str = ""
+
+    @property
+    def admin(self) -> DatabaseAddress:
+        return self.local.maintenance
+
+    @property
+    def snapshot_db(self) -> str:
+        return localdb.snapshot_name(self.dest.database)
+
+
+def sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions,
+         progress: SyncProgress | None = None) -> SyncSummary:
+    """Make ``dest`` an anonymized copy of ``source`` as of one snapshot; see the module doc for the order."""
+    try:
+        return _sync(source, dest, options, progress or SyncProgress(quiet=True))
+    except psycopg.Error as error:
+        raise localdb.database_error(error, "The sync") from None
+    finally:
+        localdb.close_admin_sessions()
+
+
+def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, progress: SyncProgress) -> SyncSummary:
+    started = time.perf_counter()
+    check_local(dest, options.allow_remote_dest)
+    if options.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, not {options.jobs}.")
+    if options.drop_retired not in DROP_RETIRED:
+        raise ConfigError(f"drop_retired must be one of {DROP_RETIRED}")
+    rules = load_rules(options.rules_path or default_rules_path()) if options.anonymize else NO_RULES
+    salt = anonymize_salt() if options.anonymize else ""
+    localdb.snapshot_name(dest.database)
+    scratch_name(dest.database, "sync")  # a name too long for scratch copies fails here, before any work
+    phases = _Phases()
+    progress.phase(f"checking {source.masked_url()} and {dest.masked_url()}")
+    local = inspect_local(dest)
+    summary = SyncSummary(mode="full", source=source.masked_url(), dest=dest.masked_url(),
+                          snapshot_database=localdb.snapshot_name(dest.database), anonymized=options.anonymize,
+                          jobs=options.jobs)
+    with tempfile.TemporaryDirectory(prefix="tether-sync-") as work_dir, exported_snapshot(source) as snap:
+        with phases("plan"):
+            catalog = read_catalog(snap.conn)
+            catalog_digest = catalog_fingerprint(snap.conn)
+            check_distinct(catalog.server, local, dest)
+            resolved = resolve_rules(rules, catalog) if options.anonymize else {}
+            binary = catalog.server.major == local.major
+            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+            lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
+            with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
+            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+        what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
+        confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
+                f"{source.masked_url()}?", yes=options.yes)
+        if not options.anonymize:
+            progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
+        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
+                           options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest)
+        _fill_plan_summary(context)
+        with phases("cleanup"):
+            cleanup_leftovers(context.admin, dest.database)
+        previous = None if options.full else localdb.read_state(context.admin, context.snapshot_db)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # While pg_dump runs: a first sync creates its scratch database, a re-sync looks for changes
+            # (wasted only when the schema turns out to have changed).
+            scratch_ready = pool.submit(_create_scratch, context) if previous is None else None
+            same_catalog = previous is not None and previous.catalog_digest == context.catalog_digest
+            changes = (pool.submit(_detect_changes, context, snap, previous)
+                       if previous is not None and same_catalog else None)
+            try:
+                if previous is not None and same_catalog:
+                    context.schema_digest = previous.schema_digest  # no catalog row changed: no pg_dump
+                else:
+                    with phases("schema dump"):
+                        _dump_schema(context, snap)
+            except BaseException:
+                if scratch_ready is not None:
+                    _drop_quietly(context, [scratch_ready.result()])
+                raise
+            reason = _full_sync_reason(context, previous, snap)
+            if reason is None:
+                assert previous is not None
+                if changes is None:  # the schema had to be compared first (a TRUNCATE, say, touches pg_class)
+                    changes = pool.submit(_detect_changes, context, snap, previous)
+                _incremental(context, snap, previous, changes)
+            else:
+                if changes is not None:
+                    changes.cancel()
+                summary.notes.insert(0, f"full sync: {reason}")
+                _full(context, snap, scratch_ready)
+    summary.seconds = time.perf_counter() - started
+    summary.phases = phases.seconds
+    return summary
+
+
+def _fill_plan_summary(context: _Context) -> None:
+    plan, summary = context.plan, context.summary
+    summary.tables = len(plan.copies)
+    summary.tables_schema_only = len(plan.schema_only)
+    summary.tables_excluded = len(plan.excluded)
+    summary.rules_applied = [rule.as_dict() for rule in plan.rules_applied]
+    summary.notes.extend(plan.notes)
+
+
+def _programs(context: _Context) -> tuple[Path, Path]:
+    major = context.catalog.server.major
+    return client_program("pg_dump", min_major=major), client_program("pg_restore", min_major=major)
+
+
+def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
+    """One pg_dump of the whole schema in the snapshot; its script's hash says whether the schema changed."""
+    pg_dump, pg_restore = _programs(context)
+    archive = context.work_dir / "schema.dump"
+    patterns = [exclude_table_pattern(relation) for relation in context.plan.excluded]
+    run_program(pg_dump_argv(pg_dump, context.source, snap.snapshot_id, archive, patterns),
+                source_env(context.source), "pg_dump of the source schema",
+                "The source role needs SELECT on every table it copies (the readonly role has it).")
+    script = run_program(pg_restore_script_argv(pg_restore, archive), dict(os.environ), "pg_restore --file=-")
+    context.archive = archive
+    context.schema_digest = schema_digest(script)
+
+
+def _full_sync_reason(context: _Context, previous: SyncState | None, snap: SourceSnapshot) -> str | None:
+    """Why this sync must copy everything (None: it may reuse what the last sync left)."""
+    server = context.catalog.server
+    if context.options.full:
+        return "--full was given"
+    if previous is None:
+        return "no earlier sync into this database"
+    if (previous.source_system or previous.source_start, previous.source_database_oid) != (
+            server.system_identifier or server.start_time, server.database_oid):
+        return "the source is another database than last time"
+    if previous.schema_digest != context.schema_digest:
+        return "the source schema changed"
+    if previous.options_digest != context.options_digest:
+        return "the table selection or anonymization rules changed"
+    if window_condition(snap.xids, previous.horizon) is None:
+        return "too many transactions ran on the source since the last sync"
+    return None
+
+
+def _scratch_address(context: _Context, name: str) -> DatabaseAddress:
+    return context.dest.with_database(name)
+
+
+def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | None = None) -> None:
+    """Build a new copy from nothing: pre-data, rows (indexes built as tables arrive), post-data; install it."""
+    progress, phases, plan = context.progress, context.phases, context.plan
+    _, pg_restore = _programs(context)
+    if context.archive is None:  # the schema was known unchanged, but this sync must build it anyway
+        with phases("schema dump"):
+            _dump_schema(context, snap)
+    assert context.archive is not None
+    scratch = scratch_ready.result() if scratch_ready else _create_scratch(context)
+    scratch_address = _scratch_address(context, scratch)
+    builder: IndexBuilder | None = None
+    second_wave: Future[bool] | None = None
+    try:
+        with phases("pre-data"):
+            progress.phase(f"creating the schema in {scratch}")
+            listing = run_program(pg_restore_list_argv(pg_restore, context.archive), dict(os.environ),
+                                  "pg_restore --list")
+            main, tolerant = split_toc(parse_toc(listing), plan.skipped_foreign_keys)
+            groups = early_entries(main, context.catalog, plan.excluded_oids)
+            tolerant_list = write_list(context.work_dir / "tolerant.list", tolerant)
+            with ThreadPoolExecutor(max_workers=2) as scripts:  # the SQL we run ourselves, while the schema goes in
+                early_ready = scripts.submit(early_script, pg_restore, context.archive, groups, context.work_dir)
+                tolerant_ready = scripts.submit(run_program, pg_restore_script_argv(pg_restore, context.archive,
+                                                                                    tolerant_list),
+                                                dict(os.environ), "pg_restore --file=- (privileges and policies)")
+                early_tables = {copy.relation.oid for copy in plan.copies
+                                if copy.relation.bytes >= EARLY_TABLE_BYTES}
+                wave = first_wave(main, early_tables) if early_tables else set()
+                if wave and not _restore_pre_data(context, scratch_address,
+                                                  [entry for entry in main if entry.dump_id in wave], "first"):
+                    wave = set()  # the first wave did not stand on its own: create everything in one go
+                rest = [entry for entry in main if entry.dump_id not in wave]
+                if not wave:
+                    _restore_pre_data(context, scratch_address, rest, "all", must=True)
+                script = early_ready.result()
+                tolerant_script = tolerant_ready.result()
+            if script is None:  # the script did not line up with the list: let pg_restore build them all
+                script, groups = EarlyScript("", {}), {}
+            early = {id(entry) for entries in groups.values() for entry in entries}
+            post_list = write_list(context.work_dir / "post.list", (entry for entry in main if id(entry) not in early))
+        builder = IndexBuilder(scratch_address, script, context.options.jobs)
+        builder.start()
+        index_builder = builder
+
+        def schema_only_ready(_: object = None) -> None:
+            for relation in plan.schema_only:
+                index_builder.table_ready(relation.oid)
+
+        waiter: Callable[[TableCopy], None] | None = None
+        if wave:
+            # The other tables (hundreds of small ones: one fsync each) are created while the big ones fill.
+            progress.phase(f"creating the other {len(plan.copies) - len(early_tables)} tables while copying")
+            creator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pre-data")
+            second_wave = creator.submit(_restore_pre_data, context, scratch_address, rest, "second", True)
+            creator.shutdown(wait=False)
+            second_wave.add_done_callback(lambda done: None if done.exception() else schema_only_ready())
+
+            def waiter(copy: TableCopy) -> None:
+                if copy.relation.oid not in early_tables:
+                    assert second_wave is not None
+                    second_wave.result()
+        else:
+            schema_only_ready()
+        # An index may need something from the second wave (an operator class from an extension, say).
+        after_second = {oid for oid, entries in groups.items()
+                        if wave and any(not set(entry.depends_on) <= wave for entry in entries)}
+
+        def committed(copy: TableCopy) -> None:
+            oid, size = copy.relation.oid, copy.relation.bytes
+            if oid in after_second and second_wave is not None:
+                second_wave.add_done_callback(lambda done: None if done.exception()
+                                              else index_builder.table_ready(oid, size))
+            else:
+                index_builder.table_ready(oid, size)
+
+        results = _copy(context, snap, scratch_address, plan.copies, wait_for=waiter, on_committed=committed)
+        if second_wave is not None:
+            second_wave.result()
+        sequences = _read_sequences(context, snap)
+        fingerprints = _fingerprints(context, snap, None, [copy.relation for copy in plan.copies])
+        snap.conn.close()  # the source is no longer needed: release its snapshot now
+        with phases("indexes"):
+            progress.phase("finishing indexes")
+            builder.finish()
+        with phases("post-data"):
+            progress.phase(f"foreign keys, triggers, policies ({context.options.jobs} jobs)")
+            run_program(pg_restore_argv(pg_restore, scratch_address, context.archive, section="post-data",
+                                        list_file=post_list, jobs=context.options.jobs),
+                        local_env(scratch_address), "pg_restore of constraints and triggers (post-data)")
+        _finish_local(context, scratch_address, sequences, tolerant_script, plan.copies)
+        local_rows, relations = _verify(context, scratch_address, results)
+        tables = {name: TableState(result.rows, context.catalog.by_name()[name].relfilenode,
+                                   fingerprints[name][0], fingerprints[name][1])
+                  for name, result in results.items()}
+        with connect_local(scratch_address) as conn:
+            catalogs = {name: rows for name, (rows, _) in catalog_rows(conn, None).items()}
+        state = _new_state(context, snap, tables, sequences, local_rows,
+                           {name: relation.relfilenode for name, relation in relations.items()}, catalogs)
+        context.summary.tables_copied = len(results)
+        context.summary.rows_copied = sum(result.rows for result in results.values())
+        context.summary.bytes_copied = sum(result.bytes for result in results.values())
+        _install(context, scratch, state)
+    except BaseException:
+        if second_wave is not None:
+            with contextlib.suppress(BaseException):
+                second_wave.result()
+        if builder is not None:
+            builder.abort()
+        _drop_quietly(context, [scratch])
+        raise
+
+
+def _restore_pre_data(context: _Context, target: DatabaseAddress, entries: list[TocEntry], wave: str,
+                      must: bool = False) -> bool:
+    """``pg_restore --section=pre-data`` of ``entries`` in one transaction; False if it failed and may."""
+    _, pg_restore = _programs(context)
+    assert context.archive is not None
+    try:
+        run_program(pg_restore_argv(pg_restore, target, context.archive, section="pre-data",
+                                    list_file=write_list(context.work_dir / f"pre-{wave}.list", entries)),
+                    local_env(target), f"pg_restore of the schema (pre-data, {wave})")
+    except CommandFailed:
+        if must:
+            raise
+        context.summary.notes.append("the big tables' part of the schema could not be created on its own; "
+                                     "created the whole schema first instead")
+        return False
+    return True
+
+
+def _create_scratch(context: _Context) -> str:
+    scratch = scratch_name(context.dest.database, "sync")
+    localdb.create_scratch(context.admin, scratch, context.catalog.server.encoding)
+    return scratch
+
+
+@dataclass(frozen=True)
+class _Changes:
+    fingerprints: dict[str, Fingerprint]
+    unchanged_locally: bool
+    local_reason: str
+
+
+def _detect_changes(context: _Context, snap: SourceSnapshot, previous: SyncState) -> _Changes:
+    """Fingerprint every source table in the snapshot while checking whether the local copy was touched."""
+    relations = [copy.relation for copy in context.plan.copies]
+    context.progress.phase(f"looking for changes since {previous.synced_at} ({len(relations)} tables)")
+    with context.phases("change detection"), ThreadPoolExecutor(max_workers=1) as pool:
+        local_check = pool.submit(local_unchanged, context.dest, previous, context.options.jobs)
+        fingerprints = fingerprint_tables(context.source, snap.snapshot_id, snap.xids, previous.horizon,
+                                          relations, context.options.jobs)
+        unchanged_locally, local_reason = _local_result(local_check)
+    return _Changes(fingerprints, unchanged_locally, local_reason)
+
+
+def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, detection: Future[_Changes]) -> None:
+    """Copy only the tables that changed, or nothing at all."""
+    progress, phases, plan, summary = context.progress, context.phases, context.plan, context.summary
+    relations = [copy.relation for copy in plan.copies]
+    with phases("waiting for change detection"):
+        changes = detection.result()
+    fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
+                                                     changes.local_reason)
+    changed = changed_tables(previous, relations, fingerprints)
+    if changed and not context.local.superuser:
+        summary.notes.insert(0, "full sync: copying only changed tables needs a superuser on the local server")
+        _full(context, snap)
+        return
+    sequences = _read_sequences(context, snap)
+    tables = {relation.qualified: TableState(fingerprints[relation.qualified].rows, relation.relfilenode,
+                                             fingerprints[relation.qualified].window_rows,
+                                             fingerprints[relation.qualified].window_hash)
+              for relation in relations}
+    summary.changed_tables = changed
+    summary.tables_carried_over = len(relations) - len(changed)
+    if not changed:
+        summary.mode = "unchanged"
+        snap.conn.close()
+        _keep(context, snap, previous, tables, sequences, unchanged_locally, local_reason)
+        return
+    summary.mode = "incremental"
+    progress.phase(f"{len(changed)} of {len(relations)} tables changed: copying them into the snapshot")
+    copies = [copy for copy in plan.copies if copy.name in set(changed)]
+    state = _update_snapshot(context, snap, previous, copies, sequences, tables)
+    _install_working_copy(context, state, [])
+
+
+def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncState, copies: list[TableCopy],
+                     sequences: dict[str, list[Any]], tables: dict[str, TableState]) -> SyncState:
+    """Copy the changed tables into the snapshot database itself, in one local transaction.
+
+    The snapshot is private to the sync, and one transaction keeps it atomic: if anything fails (or the
+    process is killed), it rolls back and the snapshot is exactly the last synced state. Only the working
+    database is then made again from it (one database copy instead of two).
+    """
+    phases, summary = context.phases, context.summary
+    snapshot = context.dest.with_database(context.snapshot_db)
+    settings = CopySettings(jobs=1, salt=context.salt, freeze=False)
+    views = _populated_views(context)
+    localdb.allow_connections(context.admin, context.snapshot_db, True)
+    try:
+        with connect_local(snapshot) as conn, connect_source(context.source) as src:
+            join_snapshot(src, snap.snapshot_id)
+            src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
+            with conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+                with phases("clear changed"):
+                    _clear_tables(context, conn, copies)
+                results: dict[str, CopyResult] = {}
+                with phases("data"):
+                    context.progress.start_tables(len(copies))
+                    try:
+                        for copy in copies:
+                            results[copy.name] = copy_table(src, conn, copy, settings, context.progress.advance_table)
+                            context.progress.finish_table(copy.name, results[copy.name].rows,
+                                                          results[copy.name].bytes)
+                    finally:
+                        context.progress.stop_tables()
+                src.execute("ROLLBACK")
+                if views:
+                    with phases("materialized views"):
+                        summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
+                with phases("sequences"):
+                    apply_sequences(conn, sequences, local_sequences(conn))
+                if context.options.analyze:
+                    with phases("analyze"):
+                        for relation in [copy.relation for copy in copies] + views:
+                            conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier))
+                relations = local_relations(conn)
+                with phases("verify"):
+                    counted = _count_rows(conn, relations, lambda name: name in results or name not in
+                                          previous.local_rows or name in {view.qualified for view in views})
+                local_rows = _check_counts(context, relations, counted, results, previous)
+                relfilenodes = {name: relation.relfilenode for name, relation in relations.items()}
+                catalogs = {name: rows for name, (rows, _) in catalog_rows(conn, None).items()}
+    finally:
+        localdb.allow_connections(context.admin, context.snapshot_db, False)
+    summary.tables_copied = len(results)
+    summary.rows_copied = sum(result.rows for result in results.values())
+    summary.bytes_copied = sum(result.bytes for result in results.values())
+    state = _new_state(context, snap, tables, sequences, local_rows, relfilenodes, catalogs)
+    with localdb.admin_connect(context.admin) as conn:
+        localdb.write_state(conn, context.snapshot_db, state)
+    return state
+
+
+def _local_result(future: Any) -> tuple[bool, str]:
+    try:
+        return future.result()
+    except psycopg.OperationalError:
+        return False, "the local database does not exist"
+    except TetherError as error:
+        return False, error.message
+
+
+def _keep(context: _Context, snap: SourceSnapshot, previous: SyncState, tables: dict[str, TableState],
+          sequences: dict[str, list[Any]], unchanged_locally: bool, reason: str) -> None:
+    """Nothing changed on the source: keep the local database if it is untouched, else reset it."""
+    summary, phases = context.summary, context.phases
+    state = replace(previous, synced_at=now_iso(), horizon=snap.xids.xmin, xmax=snap.xids.xmax, tables=tables,
+                    sequences=sequences,
+                    sequences_in_snapshot=previous.sequences_in_snapshot and sequences == previous.sequences)
+    if unchanged_locally:
+        context.progress.phase("nothing changed on the source or locally: the local database is kept")
+        with phases("sequences"), connect_local(context.dest) as conn:
+            apply_sequences(conn, sequences, local_sequences(conn))
+        with localdb.admin_connect(context.admin) as conn:
+            localdb.write_state(conn, context.snapshot_db, state)
+    else:
+        context.progress.phase(f"nothing changed on the source; the local database did ({reason}): resetting it")
+        summary.notes.append(f"local database replaced from the snapshot: {reason}")
+        with phases("reset"):
+            summary.sessions_disconnected, _ = reset_from_snapshot(context.admin, context.dest, state,
+                                                                          context.options.drop_retired)
+    summary.rows = sum(table.rows for table in tables.values())
+    summary.row_counts = {name: table.rows for name, table in tables.items()}
+    summary.verified = True
+    summary.sequences_set = len(sequences)
+
+
+def _drop_quietly(context: _Context, names: list[str]) -> None:
+    with contextlib.suppress(psycopg.Error):  # if it fails, the next run's cleanup drops it
+        localdb.drop_now(context.admin, names)
+
+
+def _copy(context: _Context, snap: SourceSnapshot, target: DatabaseAddress, copies: list[TableCopy], *,
+          on_committed: Callable[[TableCopy], None] | None = None,
+          wait_for: Callable[[TableCopy], None] | None = None) -> dict[str, CopyResult]:
+    if not copies:
+        return {}
+    progress = context.progress
+    progress.phase(f"copying {len(copies)} tables ({context.options.jobs} workers"
+                   f"{', anonymized on the source' if context.options.anonymize else ''})")
+    settings = CopySettings(jobs=context.options.jobs, salt=context.salt)
+    with context.phases("data"):
+        progress.start_tables(len(copies))
+        try:
+            return copy_tables(context.source, snap.snapshot_id, target, copies, settings, progress, on_committed,
+                               wait_for)
+        finally:
+            progress.stop_tables()
+
+
+def _read_sequences(context: _Context, snap: SourceSnapshot) -> dict[str, list[Any]]:
+    with context.phases("sequences"):
+        values, notes = read_sequences(snap.conn, context.catalog.sequences, context.catalog.relations,
+                                       context.plan.excluded_oids)
+    context.summary.notes.extend(notes)
+    context.summary.sequences_set = len(values)
+    return values
+
+
+def _fingerprints(context: _Context, snap: SourceSnapshot, previous_horizon: int | None,
+                  relations: list[Relation]) -> dict[str, tuple[int, str]]:
+    """Each table's rows written at or after the snapshot's horizon; none when nothing was running then."""
+    if snap.xids.xmin == snap.xids.xmax:
+        return {relation.qualified: (0, "0") for relation in relations}
+    with context.phases("fingerprints"):
+        found = fingerprint_tables(context.source, snap.snapshot_id, snap.xids, previous_horizon, relations,
+                                   context.options.jobs)
+    return {name: (value.window_rows, value.window_hash) for name, value in found.items()}
+
+
+def _clear_tables(context: _Context, conn: psycopg.Connection, copies: list[TableCopy]) -> None:
+    """Empty the changed tables: TRUNCATE where no kept table refers to them, DELETE (triggers off) elsewhere."""
+    changed = {copy.relation.oid for copy in copies}
+    truncatable = set(changed)
+    while True:
+        referenced = {key.references for key in context.catalog.foreign_keys
+                      if key.references in truncatable and key.table not in truncatable}
+        if not referenced:
+            break
+        truncatable -= referenced
+    relations = [copy.relation for copy in copies]
+    truncated = [relation.identifier for relation in relations if relation.oid in truncatable]
+    if truncated:
+        conn.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.SQL(", ").join(truncated)))
+    for relation in relations:
+        if relation.oid not in truncatable:
+            conn.execute(sql.SQL("DELETE FROM ONLY {}").format(relation.identifier))
+
+
+def _populated_views(context: _Context) -> list[Relation]:
+    return [relation for relation in context.catalog.relations.values()
+            if relation.kind == "m" and relation.populated and relation.oid not in context.plan.excluded_oids]
+
+
+def _finish_local(context: _Context, target: DatabaseAddress, sequences: dict[str, list[Any]],
+                  tolerant_script: str | None, copies: list[TableCopy]) -> None:
+    """Materialized views, sequences, privileges and policies, statistics."""
+    phases, summary = context.phases, context.summary
+    views = _populated_views(context)
+    with connect_local(target) as conn:
+        if views and copies:
+            with phases("materialized views"):
+                summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
+        with phases("sequences"):
+            apply_sequences(conn, sequences, local_sequences(conn))
+        if tolerant_script:
+            with phases("privileges"):
+                conn.autocommit = False
+                summary.skipped_privileges = replay_tolerant(conn, tolerant_script)
+                conn.commit()
+                conn.autocommit = True
+    if context.options.analyze and copies:
+        context.progress.phase("collecting statistics (ANALYZE)")
+        targets = [copy.relation for copy in copies] + (views if copies else [])
+        with phases("analyze"):
+            run_parallel(((relation.qualified, relation) for relation in targets),
+                         lambda: connect_local(target),
+                         lambda conn, relation: conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier)),
+                         context.options.jobs)
+
+
+def _count_rows(conn: psycopg.Connection, relations: dict[str, LocalRelation],
+                wanted: Callable[[str], bool]) -> dict[str, int]:
+    queries = batched((name, sql.SQL("SELECT {}, count(*) FROM ONLY {}").format(sql.Literal(name),
+                                                                                relation.identifier), relation.bytes)
+                      for name, relation in relations.items() if wanted(name))
+    return {name: int(count) for _, query in queries for name, count in conn.execute(query).fetchall()}
+
+
+def _verify(context: _Context, target: DatabaseAddress, results: dict[str, CopyResult]) -> tuple[
+        dict[str, int], dict[str, LocalRelation]]:
+    """Count the rows of every local table and materialized view, in parallel, and compare with the source."""
+    with connect_local(target) as conn:
+        relations = local_relations(conn)
+    queries = batched((name, sql.SQL("SELECT {}, count(*) FROM ONLY {}").format(sql.Literal(name),
+                                                                                relation.identifier), relation.bytes)
+                      for name, relation in relations.items())
+    with context.phases("verify"):
+        batches = run_parallel(queries, lambda: connect_local(target),
+                               lambda conn, query: conn.execute(query).fetchall(), context.options.jobs)
+    counted = {name: int(count) for rows in batches.values() for name, count in rows}
+    return _check_counts(context, relations, counted, results, None), relations
+
+
+def _check_counts(context: _Context, relations: dict[str, LocalRelation], counted: dict[str, int],
+                  results: dict[str, CopyResult], previous: SyncState | None) -> dict[str, int]:
+    """Every table's local row count must equal the source snapshot's; returns the local counts."""
+    summary = context.summary
+    local_rows = {name: counted[name] if name in counted else (previous.local_rows[name] if previous else 0)
+                  for name in relations}
+    expected = {copy.name: (results[copy.name].rows if copy.name in results
+                            else previous.tables[copy.name].rows if previous else 0)
+                for copy in context.plan.copies}
+    wrong = [f"{name}: {expected[name]} in the source snapshot, {local_rows.get(name)} locally"
+             for name in expected if local_rows.get(name) != expected[name]]
+    empty = [relation.qualified for relation in context.plan.schema_only
+             if relation.kind == "r" and local_rows.get(relation.qualified, 0) != 0]
+    if wrong or empty:
+        raise TetherError("The copy does not match the source snapshot (" + "; ".join(wrong + empty) + "). The "
+                          "local database was not replaced.")
+    summary.verified = True
+    summary.row_counts = dict(sorted(expected.items()))
+    summary.rows = sum(expected.values())
+    return local_rows
+
+
+def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableState],
+               sequences: dict[str, list[Any]], local_rows: dict[str, int], relfilenodes: dict[str, int],
+               catalogs: dict[str, int]) -> SyncState:
+    server = context.catalog.server
+    return SyncState(source_system=server.system_identifier, source_start=server.start_time,
+                     source_database_oid=server.database_oid, source_database=server.database,
+                     source_url=context.source.masked_url(), synced_at=now_iso(), horizon=snap.xids.xmin,
+                     xmax=snap.xids.xmax, schema_digest=context.schema_digest,
+                     options_digest=context.options_digest, catalog_digest=context.catalog_digest,
+                     tables=tables, sequences=sequences, local_relfilenodes=relfilenodes, local_rows=local_rows,
+                     local_catalog_rows=catalogs)
+
+
+def _install(context: _Context, built: str, state: SyncState) -> None:
+    """The build becomes the snapshot; a copy of it becomes the working database, swapped in by renaming."""
+    with context.phases("snapshot"):
+        context.progress.phase(f"keeping the result as {context.snapshot_db} (for db.reset)")
+        retired = localdb.install_snapshot(context.admin, built, context.dest.database, state)
+    _install_working_copy(context, state, retired)
+
+
+def _install_working_copy(context: _Context, state: SyncState, retired: list[str]) -> None:
+    """Copy the snapshot to a scratch name and swap it in for the working database (sessions are told)."""
+    progress, phases, summary = context.progress, context.phases, context.summary
+    dest = context.dest.database
+    work = scratch_name(dest, "sync")
+    progress.phase(f"copying the snapshot to {dest!r}")
+    try:
+        with phases("working copy"):
+            horizon = localdb.copy_database(context.admin, context.snapshot_db, work)
+        with phases("swap"):
+            summary.sessions_disconnected, old = localdb.swap_keep_retired(context.admin, work, dest)
+    except BaseException:
+        _drop_quietly(context, [work])
+        raise
+    if old:
+        retired = [*retired, old]
+    state.dest_oid = localdb.database_oid(context.admin, dest)
+    state.dest_horizon = horizon
+    with localdb.admin_connect(context.admin) as conn:
+        localdb.write_state(conn, context.snapshot_db, state)
+    if summary.sessions_disconnected:
+        progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
+    retire(context.admin, retired, context.options.drop_retired)

@@ -1,0 +1,124 @@
+"""One consistent view of the source: an exported snapshot that every worker session (and pg_dump) imports.
+
+All source sessions are read-only (``default_transaction_read_only`` plus ``READ ONLY`` transactions), so
+nothing in a sync can write to production, whatever the role may do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from tether.conninfo import DatabaseAddress
+from tether.errors import TetherError
+
+APPLICATION_NAME = "tether sync-prod"
+SOURCE_SETTINGS = {
+    "default_transaction_read_only": "on",
+    "statement_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "lock_timeout": "60s",
+}
+LOCAL_SETTINGS = {
+    # The scratch database is thrown away if anything fails, so its commits need not wait for the disk.
+    "synchronous_commit": "off",
+    "statement_timeout": "0",
+    "idle_in_transaction_session_timeout": "0",
+    "maintenance_work_mem": "256MB",
+}
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
+
+
+def session_options(address: DatabaseAddress, settings: dict[str, str]) -> str:
+    """The libpq ``options`` value: the address's own options, then ours (``-c name=value`` each)."""
+    own = [value for key, value in address.options if key == "options" and value]
+    return " ".join([*own, *(f"-c {name}={value}" for name, value in settings.items())])
+
+
+def source_conninfo(address: DatabaseAddress) -> str:
+    return address.conninfo(options=session_options(address, SOURCE_SETTINGS), application_name=APPLICATION_NAME,
+                            connect_timeout="15")
+
+
+def local_conninfo(address: DatabaseAddress) -> str:
+    return address.conninfo(options=session_options(address, LOCAL_SETTINGS), application_name=APPLICATION_NAME,
+                            connect_timeout="15")
+
+
+def connect_source(address: DatabaseAddress) -> psycopg.Connection:
+    return _connect(address, source_conninfo(address), "source")
+
+
+def connect_local(address: DatabaseAddress) -> psycopg.Connection:
+    return _connect(address, local_conninfo(address), "local")
+
+
+def _connect(address: DatabaseAddress, conninfo: str, role: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as error:
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise TetherError(f"Could not connect to the {role} database {address.masked_url()}: {message}. "
+                          "Check that the server is running and the URL, user and password are right.") from None
+
+
+@dataclass(frozen=True)
+class XidSnapshot:
+    """A ``pg_snapshot``: transactions below ``xmin`` are finished; from ``xmax`` on they had not started."""
+
+    xmin: int
+    xmax: int
+    xip: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> XidSnapshot:
+        xmin, xmax, xip = text.split(":")
+        return cls(int(xmin), int(xmax), tuple(int(x) for x in xip.split(",") if x))
+
+    def __str__(self) -> str:
+        return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in self.xip)}"
+
+
+@dataclass
+class SourceSnapshot:
+    conn: psycopg.Connection  # the session holding the snapshot open; also reads the catalog
+    snapshot_id: str
+    xids: XidSnapshot
+
+
+@contextmanager
+def exported_snapshot(address: DatabaseAddress) -> Iterator[SourceSnapshot]:
+    """Open a REPEATABLE READ READ ONLY transaction on the source and export its snapshot for the others."""
+    conn = connect_source(address)
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute("SELECT pg_export_snapshot(), pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        yield SourceSnapshot(conn, row[0], XidSnapshot.parse(row[1]))
+    finally:
+        conn.close()
+
+
+def join_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
+    """Start a transaction on ``conn`` that sees exactly what the exporting session sees."""
+    if not _SNAPSHOT_ID.match(snapshot_id):
+        raise ValueError(f"not a snapshot id: {snapshot_id!r}")
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+
+
+def lock_tables(conn: psycopg.Connection, relations: list[sql.Identifier]) -> None:
+    """ACCESS SHARE locks (what pg_dump takes): no one can drop or rewrite these tables until we are done."""
+    for start in range(0, len(relations), 500):
+        batch = relations[start:start + 500]
+        try:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(sql.SQL(", ").join(batch)))
+        except psycopg.errors.LockNotAvailable:
+            raise TetherError("A table on the source stayed locked by another session (a schema change or a "
+                              "long maintenance command) for over a minute. Try again when it is finished; "
+                              "nothing was written.") from None

@@ -1,0 +1,88 @@
+"""What a sync or reset did, as a value: printed for people at the end, and as JSON (``--json``) for CI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SyncSummary:
+    """The ``--json`` document of ``invoke sync-prod`` (every field is listed in the README)."""
+
+    mode: str  # full | incremental | unchanged
+    source: str  # masked URL
+    dest: str  # masked URL of the local database
+    snapshot_database: str
+    anonymized: bool
+    tables: int = 0  # tables whose rows the local database holds
+    tables_copied: int = 0  # of those, copied by this run
+    tables_carried_over: int = 0  # unchanged since the last sync, kept from the snapshot
+    tables_schema_only: int = 0  # created without rows (--exclude-data, foreign tables)
+    tables_excluded: int = 0  # relations left out entirely (--tables/--exclude and what depends on them)
+    rows: int = 0  # rows in the local copy's tables
+    rows_copied: int = 0
+    bytes_copied: int = 0  # COPY stream bytes moved by this run
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    jobs: int = 1
+    rules_applied: list[dict[str, str]] = field(default_factory=list)
+    changed_tables: list[str] = field(default_factory=list)  # incremental: what was copied again, and why none
+    sessions_disconnected: int = 0
+    skipped_privileges: list[str] = field(default_factory=list)  # grants/policies naming roles missing locally
+    notes: list[str] = field(default_factory=list)
+    verified: bool = False  # every table's local row count equals the source snapshot's
+    row_counts: dict[str, int] = field(default_factory=dict)
+    materialized_views_refreshed: int = 0
+    sequences_set: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        data["phases"] = {name: round(value, 3) for name, value in self.phases.items()}
+        return data
+
+    def lines(self) -> list[str]:
+        """The human summary, a few lines."""
+        what = {"full": "Full sync", "incremental": "Incremental sync", "unchanged": "Nothing changed"}[self.mode]
+        lines = [f"{what}: {self.source} → {self.dest} in {self.seconds:.1f} s"]
+        lines.append(f"  tables: {self.tables} with rows ({self.tables_copied} copied, {self.tables_carried_over} "
+                     f"unchanged), {self.tables_schema_only} without rows, {self.tables_excluded} left out")
+        lines.append(f"  rows: {self.rows:,} ({self.rows_copied:,} copied, {self.bytes_copied / 1e6:,.1f} MB)"
+                     + ("; row counts verified against the source snapshot" if self.verified else ""))
+        if self.anonymized:
+            lines.append(f"  anonymized: {len(self.rules_applied)} column rules applied on the source")
+        else:
+            lines.append("  NOT anonymized: the local database holds real personal data")
+        if self.changed_tables:
+            shown = ", ".join(self.changed_tables[:8]) + (" …" if len(self.changed_tables) > 8 else "")
+            lines.append(f"  changed since the last sync: {shown}")
+        lines.append(f"  sessions disconnected from the local database: {self.sessions_disconnected}")
+        if self.skipped_privileges:
+            lines.append(f"  skipped {len(self.skipped_privileges)} privilege or policy statements naming roles "
+                         "this server lacks (see --json)")
+        lines.extend(f"  note: {note}" for note in self.notes[:10])
+        if len(self.notes) > 10:
+            lines.append(f"  … and {len(self.notes) - 10} more notes (see --json)")
+        lines.append(f"  reset to this state any time: invoke db.reset (snapshot {self.snapshot_database})")
+        return lines
+
+
+@dataclass
+class ResetSummary:
+    """The ``--json`` document of ``invoke db.reset``."""
+
+    dest: str
+    snapshot_database: str
+    synced_at: str
+    seconds: float = 0.0
+    sessions_disconnected: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        return data
+
+    def lines(self) -> list[str]:
+        return [f"Reset {self.dest} to the sync of {self.synced_at} in {self.seconds:.1f} s "
+                f"({self.sessions_disconnected} sessions disconnected)."]

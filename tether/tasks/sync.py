@@ -1,0 +1,88 @@
+"""Tasks for copying production locally: sync-prod, and db.reset back to the last synced state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from invoke import Context, task
+
+from tether.console import console
+from tether.tasks.boundary import domain_errors, print_json
+
+
+def _patterns(values: Iterable[str] | None) -> tuple[str, ...]:
+    """Repeated flags, each possibly a comma-separated list: ``--tables app.* --tables audit.x,audit.y``."""
+    return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
+
+
+def _setting(c: Context, key: str, default: Any = None) -> Any:
+    section = c.config.get("sync") or {}
+    return section.get(key, default)
+
+
+@task(
+    help={
+        "source": "PostgreSQL URL to copy from (default: production through the Cloud SQL proxy, as readonly)",
+        "dest": "local database to replace: dev, test or a URL (default: dev; config sync.dest)",
+        "tables": "only these tables: glob on schema.table, repeatable or comma-separated (app.*)",
+        "exclude": "leave these tables out entirely: glob, repeatable (*.audit_*)",
+        "exclude_data": "create these tables but copy no rows: glob, repeatable (app.sessions)",
+        "jobs": "parallel workers for rows and indexes (0 or unset: 2 to 4 by CPU count; config sync.jobs)",
+        "no_anonymize": "copy personal data as it is (asks first: real customer data on this machine)",
+        "rules": "anonymization rules file (default: anonymize.yaml at the project root; config sync.rules)",
+        "full": "copy every table again, even if unchanged since the last sync",
+        "analyze": "ANALYZE the copied tables, so the planner has statistics (costs about 15% more time)",
+        "allow_remote_dest": "allow a destination that is not on this machine (it is replaced entirely)",
+        "yes": "answer yes to the confirmation (required in CI)",
+        "json": "print the summary as JSON on stdout",
+    },
+    iterable=["tables", "exclude", "exclude_data"],
+)
+@domain_errors
+def sync_prod(c: Context, source: str | None = None, dest: str | None = None, tables: list[str] | None = None,
+              exclude: list[str] | None = None, exclude_data: list[str] | None = None, jobs: int = 0,
+              no_anonymize: bool = False, rules: str | None = None, full: bool = False, analyze: bool = False,
+              allow_remote_dest: bool = False, yes: bool = False, json: bool = False) -> None:
+    """Copy production into the local database: consistent, anonymized, atomic, incremental."""
+    from tether.endpoints import open_database, resolve_database
+    from tether.sync.engine import SyncOptions, default_jobs, sync
+    from tether.sync.plan import Selection
+    from tether.sync.progress import SyncProgress
+
+    rules_file = rules or _setting(c, "rules")
+    options = SyncOptions(
+        selection=Selection(_patterns(tables), _patterns(exclude), _patterns(exclude_data)),
+        jobs=int(jobs or _setting(c, "jobs") or default_jobs()), anonymize=not no_anonymize,
+        rules_path=Path(rules_file) if rules_file else None, allow_remote_dest=allow_remote_dest, yes=yes,
+        analyze=analyze or bool(_setting(c, "analyze", False)), full=full)
+    local = resolve_database(dest or _setting(c, "dest", "dev"))
+    with open_database(source or "prod", readonly=True) as remote:
+        summary = sync(remote, local, options, SyncProgress())
+    if json:
+        print_json(summary.as_dict())
+    else:
+        for line in summary.lines():
+            console().print(line, markup=False)
+
+
+@task(
+    help={
+        "db": "local database to reset: dev, test or a URL (default: dev; config sync.dest)",
+        "yes": "answer yes to the confirmation (required in CI)",
+        "json": "print the result as JSON on stdout",
+    },
+)
+@domain_errors
+def reset(c: Context, db: str | None = None, yes: bool = False, json: bool = False) -> None:
+    """Return the local database to the last synced state in a second (a template copy, no download)."""
+    from tether.endpoints import resolve_database
+    from tether.sync.reset import reset as reset_database
+
+    summary = reset_database(resolve_database(db or _setting(c, "dest", "dev")), yes=yes)
+    if json:
+        print_json(summary.as_dict())
+    else:
+        for line in summary.lines():
+            console().print(line, markup=False)
