@@ -249,3 +249,17 @@ def test_local_user_without_superuser(sync_servers, sync_options):
     summary = sync(source, dest, options)
     assert summary.mode == "full" and "needs a superuser" in summary.notes[0]
     assert_same(source, dest)
+
+
+def test_replaced_databases_are_dropped_in_the_background(sync_servers, isolated_project):
+    from tether.sync.local import drop_in_background
+
+    name = sync_servers.dest().database
+    execute(sync_servers.dest_admin, f'CREATE DATABASE "{name}"')
+    drop_in_background(sync_servers.dest_admin, [name])
+    deadline = time.monotonic() + 20
+    while database_names(sync_servers.dest_admin, name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert database_names(sync_servers.dest_admin, name) == []
+    log = isolated_project / ".runtime" / "sync" / "reaper.log"
+    assert log.exists() and "could not drop" not in log.read_text()

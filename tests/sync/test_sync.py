@@ -50,9 +50,12 @@ def test_full_sync_copies_every_kind_of_object(sync_servers, sync_options, monke
         monkeypatch.setattr(engine, "EARLY_TABLE_BYTES", early_bytes)
     source = sync_servers.source_copy()
     dest = sync_servers.dest()
-    summary = sync(source, dest, sync_options(anonymize=False))
+    analyze = early_bytes is not None  # and statistics, on request
+    summary = sync(source, dest, sync_options(anonymize=False, analyze=analyze))
 
     assert summary.mode == "full" and summary.verified and not summary.anonymized
+    statistics = execute(dest, "SELECT count(*) FROM pg_stats WHERE schemaname = 'app' AND tablename = 'people'")
+    assert (statistics[0][0] > 0) is analyze
     assert summary.tables == 10  # tables with storage, partitions included, matviews not
     # Policies for roles the local server lacks are skipped (and reported), not a failure.
     expected = without_entries(schema_text(source), (GHOST_ROLE, READER_ROLE))

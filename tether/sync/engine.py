@@ -73,6 +73,7 @@ from tether.sync.schema import (
     TocEntry,
     first_wave,
     local_env,
+    offline_env,
     parse_toc,
     pg_dump_argv,
     pg_restore_argv,
@@ -270,7 +271,7 @@ def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
     run_program(pg_dump_argv(pg_dump, context.source, snap.snapshot_id, archive, patterns),
                 source_env(context.source), "pg_dump of the source schema",
                 "The source role needs SELECT on every table it copies (the readonly role has it).")
-    script = run_program(pg_restore_script_argv(pg_restore, archive), dict(os.environ), "pg_restore --file=-")
+    script = run_program(pg_restore_script_argv(pg_restore, archive), offline_env(), "pg_restore --file=-")
     context.archive = archive
     context.schema_digest = schema_digest(script)
 
@@ -313,7 +314,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
     try:
         with phases("pre-data"):
             progress.phase(f"creating the schema in {scratch}")
-            listing = run_program(pg_restore_list_argv(pg_restore, context.archive), dict(os.environ),
+            listing = run_program(pg_restore_list_argv(pg_restore, context.archive), offline_env(),
                                   "pg_restore --list")
             main, tolerant = split_toc(parse_toc(listing), plan.skipped_foreign_keys)
             groups = early_entries(main, context.catalog, plan.excluded_oids)
@@ -322,7 +323,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
                 early_ready = scripts.submit(early_script, pg_restore, context.archive, groups, context.work_dir)
                 tolerant_ready = scripts.submit(run_program, pg_restore_script_argv(pg_restore, context.archive,
                                                                                     tolerant_list),
-                                                dict(os.environ), "pg_restore --file=- (privileges and policies)")
+                                                offline_env(), "pg_restore --file=- (privileges and policies)")
                 early_tables = {copy.relation.oid for copy in plan.copies
                                 if copy.relation.bytes >= EARLY_TABLE_BYTES}
                 wave = first_wave(main, early_tables) if early_tables else set()

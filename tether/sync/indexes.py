@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import queue
 import threading
 from collections.abc import Iterable
@@ -22,7 +21,15 @@ import psycopg
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.sync.catalog import SourceCatalog
-from tether.sync.schema import TocEntry, pg_restore_script_argv, run_program, split_script, sql_only, write_list
+from tether.sync.schema import (
+    TocEntry,
+    offline_env,
+    pg_restore_script_argv,
+    run_program,
+    split_script,
+    sql_only,
+    write_list,
+)
 from tether.sync.snapshot import connect_local
 
 EARLY_KINDS = ("INDEX", "CONSTRAINT")
@@ -55,7 +62,7 @@ def early_script(pg_restore: Path, archive: Path, groups: dict[int, list[TocEntr
     if not ordered:
         return EarlyScript("", {})
     list_file = write_list(work_dir / "early.list", (entry for _, entry in ordered))
-    script = run_program(pg_restore_script_argv(pg_restore, archive, list_file), dict(os.environ),
+    script = run_program(pg_restore_script_argv(pg_restore, archive, list_file), offline_env(),
                          "pg_restore --file=- (indexes)")
     prologue, chunks = split_script(sql_only(script))
     if len(chunks) != len(ordered) or any(kind not in EARLY_KINDS for kind, _ in chunks):

@@ -225,7 +225,10 @@ def drop_in_background(admin: DatabaseAddress, names: list[str]) -> None:
         return
     log = runtime_dir() / "sync" / "reaper.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    # The detached process needs only the conninfo (password included, if any) and a passfile, if any.
+    env = {key: value for key, value in os.environ.items()
+           if key in ("PATH", "HOME", "LANG", "LC_ALL", "PGPASSFILE", "TETHER_PROJECT_ROOT", "TETHER_RUNTIME_DIR",
+                      "PYTHONPATH", "VIRTUAL_ENV")}
     env[REAPER_ENV] = json.dumps({"conninfo": admin.conninfo(connect_timeout="15"), "names": names})
     with open(log, "a") as handle:
         subprocess.Popen([sys.executable, "-m", "tether.sync.local"], env=env, stdin=subprocess.DEVNULL,

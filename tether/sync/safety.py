@@ -35,12 +35,13 @@ class LocalServer:
 
 
 def check_local(dest: DatabaseAddress, allow_remote: bool) -> None:
-    """Refuse a destination that is not on this machine unless explicitly allowed (checked before any write)."""
+    """Refuse a destination that is not on this machine unless explicitly allowed (checked before anything else)."""
     if dest.is_local or allow_remote:
         return
     raise Refused(f"Refused: the destination {dest.masked_url()} is not a local server ({dest.host}). sync-prod "
-                  "replaces the destination database entirely, which is meant for a laptop's dev database, not a "
-                  "shared or cloud server. If you really mean it, add --allow-remote-dest.")
+                  "and db.reset replace the destination database entirely, which is meant for a laptop's dev "
+                  "database, not a shared or cloud server. If you really mean it, add --allow-remote-dest (and "
+                  "--yes to confirm without a prompt).")
 
 
 def inspect_local(dest: DatabaseAddress) -> LocalServer:

@@ -96,6 +96,15 @@ def source_env(source: DatabaseAddress) -> dict[str, str]:
     return env
 
 
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|REDISCLI_AUTH", re.IGNORECASE)
+
+
+def offline_env() -> dict[str, str]:
+    """The environment for pg_restore runs that read an archive and connect nowhere: no secrets, no PG* target."""
+    return {key: value for key, value in os.environ.items()
+            if not _SECRET_NAME.search(key) and not (key.startswith("PG") and key != "PGPASSFILE")}
+
+
 def local_env(dest: DatabaseAddress) -> dict[str, str]:
     env = program_env(dest, base=os.environ)
     env["PGOPTIONS"] = session_options(dest, LOCAL_SETTINGS)

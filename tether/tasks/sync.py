@@ -70,17 +70,20 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
 @task(
     help={
         "db": "local database to reset: dev, test or a URL (default: dev; config sync.dest)",
+        "allow_remote_dest": "allow a database that is not on this machine (one synced with --allow-remote-dest)",
         "yes": "answer yes to the confirmation (required in CI)",
         "json": "print the result as JSON on stdout",
     },
 )
 @domain_errors
-def reset(c: Context, db: str | None = None, yes: bool = False, json: bool = False) -> None:
+def reset(c: Context, db: str | None = None, allow_remote_dest: bool = False, yes: bool = False,
+          json: bool = False) -> None:
     """Return the local database to the last synced state in a second (a template copy, no download)."""
     from tether.endpoints import resolve_database
     from tether.sync.reset import reset as reset_database
 
-    summary = reset_database(resolve_database(db or _setting(c, "dest", "dev")), yes=yes)
+    summary = reset_database(resolve_database(db or _setting(c, "dest", "dev")), yes=yes,
+                             allow_remote_dest=allow_remote_dest)
     if json:
         print_json(summary.as_dict())
     else:
