@@ -9,7 +9,7 @@ from typing import Any
 from invoke import Context, task
 
 from tether.console import console
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
 
 
 def _patterns(values: Iterable[str] | None) -> tuple[str, ...]:
@@ -18,8 +18,7 @@ def _patterns(values: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def _setting(c: Context, key: str, default: Any = None) -> Any:
-    section = c.config.get("sync") or {}
-    return section.get(key, default)
+    return config_value(c, "sync", key, None, default)
 
 
 @task(
