@@ -96,14 +96,13 @@ def terminate_sessions(conn: psycopg.Connection, database: str) -> int:
     return len(rows)
 
 
-def swap_in(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> int:
-    """Make ``scratch`` become ``target``; the old ``target`` (if any) is dropped afterwards.
+def swap_names(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> tuple[int, str | None]:
+    """Make ``scratch`` become ``target`` and rename the old ``target`` aside (not dropped).
 
     Both renames happen in one transaction, so at every instant exactly one complete database has the
     target's name. Sessions on the old target are terminated first (they could not survive a rename).
-    Returns the number of sessions that were disconnected.
+    Returns (sessions disconnected, the retired database's name, or None when there was no target).
     """
-    retired = scratch_name(target, "old")
     disconnected = 0
     with _admin_connect(admin) as conn:
         for attempt in range(attempts):
@@ -112,20 +111,26 @@ def swap_in(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int 
             try:
                 with conn.transaction():
                     exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
-                    if exists:
+                    retired = scratch_name(target, "old") if exists else None
+                    if retired:
                         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                             sql.Identifier(target), sql.Identifier(retired)))
                     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(scratch), sql.Identifier(target)))
-                break
+                return disconnected, retired
             except psycopg.errors.ObjectInUse:
                 # A client reconnected between terminate and rename; try again shortly.
                 time.sleep(0.05 * (attempt + 1))
-        else:
-            raise TetherError(f"Could not swap in the new {target!r}: clients keep reconnecting to it. Stop the "
-                              f"application that uses it and run the command again; {target!r} is unchanged and "
-                              f"the new copy is kept as {scratch!r} until the next run cleans it up.")
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(retired)))
+    raise TetherError(f"Could not swap in the new {target!r}: clients keep reconnecting to it. Stop the "
+                      f"application that uses it and run the command again; {target!r} is unchanged and the "
+                      f"new copy is kept as {scratch!r} until the next run cleans it up.")
+
+
+def swap_in(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> int:
+    """``swap_names``, then drop the replaced database; returns the number of sessions disconnected."""
+    disconnected, retired = swap_names(admin, scratch, target, attempts=attempts)
+    if retired:
+        drop_database(admin, retired)
     return disconnected
 
 

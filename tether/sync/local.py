@@ -31,7 +31,7 @@ from psycopg import sql
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.paths import runtime_dir
-from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, terminate_sessions
+from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, swap_names, terminate_sessions
 from tether.sync.incremental import SyncState
 
 SNAPSHOT_PURPOSE = "snapshot"
@@ -187,30 +187,8 @@ def _compress_wal(conn: psycopg.Connection) -> None:
 
 
 def swap_keep_retired(admin: DatabaseAddress, built: str, target: str, *, attempts: int = 20) -> tuple[int, str | None]:
-    """Like tether.swap.swap_in, but the replaced database is renamed aside, not dropped (see module doc).
-
-    Returns (sessions disconnected, the retired database's name or None when there was no target).
-    """
-    retired: str | None = None
-    disconnected = 0
-    with admin_connect(admin) as conn:
-        for attempt in range(attempts):
-            disconnected += terminate_sessions(conn, target)
-            terminate_sessions(conn, built)
-            try:
-                with conn.transaction():
-                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target,)).fetchone()
-                    retired = scratch_name(target, "old") if exists else None
-                    if retired:
-                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target),
-                                                                                      sql.Identifier(retired)))
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built),
-                                                                                  sql.Identifier(target)))
-                return disconnected, retired
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.05 * (attempt + 1))
-    raise TetherError(f"Could not swap in the new {target!r}: clients keep reconnecting to it. Stop the application "
-                      f"that uses it and run the command again; {target!r} is unchanged.")
+    """tether.swap.swap_names: the replaced database is renamed aside, and dropped later (see module doc)."""
+    return swap_names(admin, built, target, attempts=attempts)
 
 
 def drop_now(admin: DatabaseAddress, names: list[str]) -> None:
