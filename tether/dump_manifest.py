@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import TetherError
+from tether.processes import pid_exists
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".json"
@@ -65,16 +66,6 @@ def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.partial")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_artifact(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -87,7 +78,7 @@ def clean_partials(directory: Path) -> list[str]:
     removed: list[str] = []
     for entry in directory.iterdir():
         match = _PARTIAL.match(entry.name)
-        if match and not _pid_alive(int(match["pid"])):
+        if match and not pid_exists(int(match["pid"])):
             remove_artifact(entry)
             removed.append(entry.name)
     return removed

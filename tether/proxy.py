@@ -23,6 +23,7 @@ from typing import Any
 
 from tether.errors import ConfigError, TetherError, ToolMissing, tail_lines
 from tether.paths import runtime_dir
+from tether.processes import pid_exists
 from tether.proxy_cmd import (
     INSTALL_HINT,
     LOOPBACK,
@@ -280,13 +281,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 def process_alive(pid: int, start_ticks: int | None = None) -> bool:
     """True if ``pid`` runs and (when known) is the same process as recorded; zombies count as dead."""
     if not Path("/proc/self/stat").exists():  # not Linux: no start time to compare
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(pid)
     stat = _proc_stat(pid)
     if stat is None:
         return False

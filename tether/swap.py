@@ -17,6 +17,7 @@ from psycopg import sql
 
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
+from tether.processes import pid_exists
 
 MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 SCRATCH_MARK = "__tether_"
@@ -60,16 +61,6 @@ def database_exists(admin: DatabaseAddress, name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def cleanup_leftovers(admin: DatabaseAddress, target: str, purposes: tuple[str, ...] = ()) -> list[str]:
     """Drop scratch databases of ``target`` whose creating process is gone; returns their names."""
     dropped: list[str] = []
@@ -80,7 +71,7 @@ def cleanup_leftovers(admin: DatabaseAddress, target: str, purposes: tuple[str, 
             parsed = parse_scratch_name(name)
             if parsed is None or parsed.target != target or (purposes and parsed.purpose not in purposes):
                 continue
-            if parsed.pid == os.getpid() or _pid_alive(parsed.pid):
+            if parsed.pid == os.getpid() or pid_exists(parsed.pid):
                 continue  # another run (or this one) is still building it
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             dropped.append(name)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tether.errors import CommandFailed, TetherError
 from tether.native.sysuser import ServiceUser, popen_kwargs
+from tether.processes import process_runs
 
 SETTINGS_FILE = "tether.conf"
 
@@ -122,26 +123,9 @@ def running_pid(server: PostgresServer) -> int | None:
         pid = int(server.pid_file.read_text().splitlines()[0])
     except (FileNotFoundError, IndexError, ValueError):
         return None
-    if not _process_is(pid, "postgres"):
+    if not process_runs(pid, "postgres"):
         return None
     return pid
-
-
-def _process_is(pid: int, name: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    if "State:\tZ" in status:
-        return False
-    return name in os.path.basename(cmdline) or name in cmdline
 
 
 def remove_stale_pid_file(server: PostgresServer) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 from tether.errors import TetherError
 from tether.native.postgres import tail_of
 from tether.native.sysuser import ServiceUser, popen_kwargs
+from tether.processes import process_runs
 from tether.redis_client import RedisAddress, RedisError, ping
 
 
@@ -70,17 +71,7 @@ def running_pid(server: RedisServer) -> int | None:
         pid = int(server.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return None
-    except PermissionError:
-        return pid
-    if b"redis" not in cmdline or "State:\tZ" in status:
-        return None
-    return pid
+    return pid if process_runs(pid, "redis") else None
 
 
 def start(server: RedisServer, timeout: float = 20) -> None:
