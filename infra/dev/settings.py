@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.stackfile import read_config, with_fix_hint
+
 PROJECT_NAME = "tether-dev"
 STACK_NAME = "dev"
 
@@ -132,46 +134,13 @@ def read_stack_file(path: Path) -> dict[str, Any]:
 
     A file that is not YAML, or not shaped like a stack file, is a ``ValueError`` naming the file.
     """
-    import yaml
-
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ValueError(f"{path} cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML ({_yaml_problem(error)})") from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ValueError(f"{path} must be a YAML mapping with a `config:` section, but it holds "
-                         f"{_yaml_kind(document)}")
-    config = document.get("config")
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: `config:` must be a mapping of `{PROJECT_NAME}:<key>: <value>` lines, but it "
-                         f"holds {_yaml_kind(config)}")
     prefix = f"{PROJECT_NAME}:"
     values: dict[str, Any] = {}
-    for key, value in config.items():
+    for key, value in read_config(path, PROJECT_NAME).items():
         if isinstance(key, str) and key.startswith(prefix):
             # A `secure:` value is encrypted by Pulumi and means nothing outside it.
             values[key[len(prefix):]] = None if isinstance(value, dict) else value
     return values
-
-
-def _yaml_problem(error: Exception) -> str:
-    """``line 3, column 9: expected ...``: where the YAML parser gave up and why, on one line."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or " ".join(str(error).split())
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
-
-
-def _yaml_kind(value: object) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__)
 
 
 def load_dev_settings(path: Path) -> DevSettings:
@@ -184,7 +153,4 @@ def load_dev_settings(path: Path) -> DevSettings:
         values = read_stack_file(path) if path.exists() else {}
         return dev_settings(values.get)
     except ValueError as error:
-        problem = str(error).rstrip(".")
-        where = "" if problem.startswith(str(path)) else f"{path}: "
-        raise ValueError(f"{where}{problem}. Fix it (stacks/dev/Pulumi.yaml documents every key and its "
-                         "default) and run the command again.") from None
+        raise with_fix_hint(path, error, "stacks/dev/Pulumi.yaml") from None

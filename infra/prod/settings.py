@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.stackfile import read_config, with_fix_hint
+
 PROJECT_NAME = "tether-prod"
 STACK_NAME = "prod"
 
@@ -78,42 +80,13 @@ def read_prod_stack_file(path: Path) -> dict[str, Any]:
 
     A file that is not YAML, or not shaped like a stack file, is a ``ValueError`` naming the file.
     """
-    import yaml
-
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ValueError(f"{path} cannot be read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not UTF-8 text") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or " ".join(str(error).split())
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML ({where}{problem})") from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ValueError(f"{path} must be a YAML mapping with a `config:` section, but it holds "
-                         f"{_kind(document)}")
-    config = document.get("config")
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: `config:` must be a mapping of `{PROJECT_NAME}:<key>: <value>` lines, but it "
-                         f"holds {_kind(config)}")
     values: dict[str, Any] = {}
-    for key, raw in config.items():
+    for key, raw in read_config(path, PROJECT_NAME).items():
         if not isinstance(key, str) or isinstance(raw, dict):  # `secure:` values are Pulumi's to decrypt
             continue
         short = key.split(":", 1)[1] if key.startswith(f"{PROJECT_NAME}:") else key
         values[short] = raw
     return values
-
-
-def _kind(value: object) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__)
 
 
 def load_prod_settings(path: Path) -> ProdSettings:
@@ -126,10 +99,7 @@ def load_prod_settings(path: Path) -> ProdSettings:
         values = read_prod_stack_file(path) if path.exists() else {}
         return prod_settings(values.get)
     except ValueError as error:
-        problem = str(error).rstrip(".")
-        where = "" if problem.startswith(str(path)) else f"{path}: "
-        raise ValueError(f"{where}{problem}. Fix it (stacks/prod/Pulumi.yaml documents every key and its "
-                         "default) and run the command again.") from None
+        raise with_fix_hint(path, error, "stacks/prod/Pulumi.yaml") from None
 
 
 def password_secret_id(instance_name: str, user: str) -> str:
