@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import os
 import signal
 import subprocess
@@ -154,16 +153,6 @@ def run_with_progress(argv: Sequence[str], env: dict[str, str], what: str, *, hi
         raise CommandFailed(what, returncode, mask_text(errors, secrets), hint)
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_client_program(name: str, min_major: int, search_path: str, postgres_lib: str) -> Path:
-    return client_program(name, min_major=min_major)
-
-
-def find_client_program(name: str, min_major: int = 0) -> Path:
-    """``client_program``, remembered per search path: each lookup runs ``--version`` on every candidate."""
-    return _cached_client_program(name, min_major, os.environ.get("PATH", ""), str(binaries.POSTGRES_LIB))
-
-
 def _program_version(program: Path) -> tuple[str, int]:
     result = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=False)
     try:
@@ -202,7 +191,7 @@ def server_info(address: DatabaseAddress) -> ServerInfo:
 def pg_dump_for(server: ServerInfo, address: DatabaseAddress) -> Path:
     """A pg_dump at least as new as the server: an older one aborts with "server version mismatch"."""
     try:
-        return find_client_program("pg_dump", min_major=server.major)
+        return client_program("pg_dump", min_major=server.major)
     except ToolMissing:
         raise ToolMissing(
             f"pg_dump {server.major} or newer",
@@ -410,7 +399,7 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
         confirm(f"Replace the database {target.database!r} on {target.host}:{target.port} (not this machine) with "
                 f"the dump {path.name}?", yes=yes)
     _, dump_major = pgtools.parse_program_version(str(manifest.get("pg_dump_version", "0")))
-    program = find_client_program("pg_restore", min_major=dump_major)
+    program = client_program("pg_restore", min_major=dump_major)
     admin = target.with_database("postgres")
     with _connect(admin):
         pass  # an unreachable server is one clear message here, not a traceback from deeper down

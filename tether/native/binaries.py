@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -39,11 +40,21 @@ def _pg_config_bindir() -> Path | None:
 
 
 def program_major(program: Path) -> int:
-    """The major version a PostgreSQL program reports (``pg_dump --version`` → 15)."""
-    result = subprocess.run([str(program), "--version"], capture_output=True, text=True, check=False)
+    """The major version a PostgreSQL program reports (``pg_dump --version`` → 15).
+
+    Remembered per file (path, size, modification time): ``client_program`` asks every candidate on the
+    machine, and a command may look several programs up.
+    """
+    stat = program.stat()
+    return _reported_major(str(program), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _reported_major(program: str, _size: int, _mtime_ns: int) -> int:
+    result = subprocess.run([program, "--version"], capture_output=True, text=True, check=False)
     match = re.search(r"(\d+)(?:\.(\d+))?", result.stdout)
     if result.returncode != 0 or not match:
-        raise ToolMissing(program.name, f"{program} did not report a version; reinstall it")
+        raise ToolMissing(Path(program).name, f"{program} did not report a version; reinstall it")
     return int(match.group(1))
 
 
