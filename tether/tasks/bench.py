@@ -9,17 +9,14 @@ from rich.console import Console
 
 from tether.console import console
 from tether.errors import ConfigError, TetherError
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
 
 CONFIG_SECTION = "bench"
 
 
 def configured(c: Context, key: str, value: Any, default: Any) -> Any:
     """A flag's value, else ``c.config.bench.<key>``, else ``default``."""
-    if value is not None:
-        return value
-    section = c.config.get(CONFIG_SECTION) or {}
-    return section.get(key, default)
+    return config_value(c, CONFIG_SECTION, key, value, default)
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:

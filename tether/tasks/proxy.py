@@ -13,13 +13,12 @@ from tether.errors import ConfigError
 from tether.production import load_production_settings, prod_instance
 from tether.proxy import DEFAULT_TIMEOUT, STOP_GRACE, proxy_files, proxy_logs, proxy_status, start_proxy, stop_proxy
 from tether.proxy_cmd import validate_connection_name
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
 
 
 def _configured(c: Context, key: str) -> Any:
     """``proxy.<key>`` from invoke's configuration (invoke.yaml or the collection), or None."""
-    section = c.config.get("proxy")
-    return section.get(key) if section else None
+    return config_value(c, "proxy", key)
 
 
 def _chosen(c: Context, flag_value: Any, key: str, flag: str) -> tuple[Any, str]:

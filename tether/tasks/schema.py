@@ -23,17 +23,14 @@ from tether.migrations import (
 )
 from tether.paths import sql_dir
 from tether.roles import LOGIN_ROLES, password_env_var
-from tether.tasks.boundary import domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors, print_json
 
 DB_HELP = "dev, test, prod or a postgresql:// URL (default: config tether.db, else dev)"
 
 
 def database_spec(c: Context, db: str | None) -> str:
     """The --db flag, else the config value ``tether.db``, else ``dev``."""
-    if db:
-        return db
-    section = c.config.get("tether") or {}
-    return str(section.get("db") or "dev")
+    return str(config_value(c, "tether", "db", db or None, "dev"))
 
 
 @contextmanager
