@@ -27,7 +27,7 @@ from tether.conninfo import DatabaseAddress
 from tether.console import confirm
 from tether.errors import CommandFailed, ConfigError, TetherError
 from tether.native.binaries import client_program
-from tether.swap import cleanup_leftovers, scratch_name
+from tether.swap import cleanup_leftovers, scratch_name, swap_names
 from tether.sync import local as localdb
 from tether.sync.anonymize import (
     NO_RULES,
@@ -749,7 +749,7 @@ def _install_working_copy(context: _Context, state: SyncState, retired: list[str
         with phases("working copy"):
             horizon = localdb.copy_database(context.admin, context.snapshot_db, work)
         with phases("swap"):
-            summary.sessions_disconnected, old = localdb.swap_keep_retired(context.admin, work, dest)
+            summary.sessions_disconnected, old = swap_names(context.admin, work, dest)
     except BaseException:
         _drop_quietly(context, [work])
         raise

@@ -31,7 +31,7 @@ from psycopg import sql
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.paths import runtime_dir
-from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, swap_names, terminate_sessions
+from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, terminate_sessions
 from tether.sync.incremental import SyncState
 
 SNAPSHOT_PURPOSE = "snapshot"
@@ -184,11 +184,6 @@ def _compress_wal(conn: psycopg.Connection) -> None:
             return
         except psycopg.Error:
             continue
-
-
-def swap_keep_retired(admin: DatabaseAddress, built: str, target: str, *, attempts: int = 20) -> tuple[int, str | None]:
-    """tether.swap.swap_names: the replaced database is renamed aside, and dropped later (see module doc)."""
-    return swap_names(admin, built, target, attempts=attempts)
 
 
 def drop_now(admin: DatabaseAddress, names: list[str]) -> None:

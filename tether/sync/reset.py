@@ -9,7 +9,7 @@ import psycopg
 from tether.conninfo import DatabaseAddress
 from tether.console import confirm
 from tether.errors import TetherError
-from tether.swap import cleanup_leftovers, scratch_name
+from tether.swap import cleanup_leftovers, scratch_name, swap_names
 from tether.sync import local as localdb
 from tether.sync.incremental import SyncState
 from tether.sync.safety import check_local, inspect_local
@@ -57,7 +57,7 @@ def reset_from_snapshot(admin: DatabaseAddress, dest: DatabaseAddress, state: Sy
         if not state.sequences_in_snapshot:
             with connect_local(dest.with_database(work)) as conn:
                 apply_sequences(conn, state.sequences, local_sequences(conn))
-        disconnected, old = localdb.swap_keep_retired(admin, work, dest.database)
+        disconnected, old = swap_names(admin, work, dest.database)
     except BaseException:
         localdb.drop_now(admin, [work])
         raise
