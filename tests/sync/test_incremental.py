@@ -15,7 +15,7 @@ import pytest
 
 from tether.errors import Refused, TetherError
 from tether.sync.engine import sync
-from tether.sync.local import snapshot_name
+from tether.sync.local import snapshot_name, spare_name
 from tether.sync.reset import reset
 
 from .conftest import database_names, execute, table_digest
@@ -100,7 +100,7 @@ def test_local_changes_are_replaced_on_resync_and_reset(sync_servers, sync_optio
     assert_same(source, dest)
     assert execute(dest, "SELECT to_regclass('junk') IS NULL") == [(True,)]
     assert database_names(sync_servers.dest_admin, dest.database) == sorted(
-        [dest.database, snapshot_name(dest.database)])
+        [dest.database, snapshot_name(dest.database), spare_name(dest.database)])
     # Nothing changed anywhere: the next sync keeps the local database as it is.
     assert sync(source, dest, options).notes == []
 
@@ -197,7 +197,7 @@ def test_kill_9_mid_sync_leaves_the_old_database_untouched(sync_servers, sync_op
     summary = sync(source, dest, sync_options(anonymize=False))
     assert summary.verified
     assert database_names(sync_servers.dest_admin, dest.database) == sorted(
-        [dest.database, snapshot_name(dest.database)])
+        [dest.database, snapshot_name(dest.database), spare_name(dest.database)])
     assert execute(dest, "SELECT to_regclass('precious') IS NULL") == [(True,)]
     assert_same(source, dest)
 

@@ -14,7 +14,7 @@ from invoke import Context
 from tether.errors import ConfigError, Refused
 from tether.native.binaries import client_program
 from tether.sync.engine import sync
-from tether.sync.local import snapshot_name
+from tether.sync.local import snapshot_name, spare_name
 from tether.sync.plan import Selection
 from tether.tasks import sync as sync_tasks
 
@@ -73,9 +73,9 @@ def test_full_sync_copies_every_kind_of_object(sync_servers, sync_options, monke
     # Triggers exist locally but did not fire while rows were copied.
     assert execute(dest, "SELECT DISTINCT updated_at::date::text FROM app.teams") == [("2000-01-01",)]
     assert execute(dest, "SELECT count(*) FROM pg_trigger WHERE tgname = 'teams_touch'") == [(1,)]
-    # The working database and the snapshot kept for db.reset; no scratch copies left.
+    # The working database, the snapshot kept for db.reset and its spare copy; no scratch copies left.
     assert database_names(sync_servers.dest_admin, dest.database) == sorted(
-        [dest.database, snapshot_name(dest.database)])
+        [dest.database, snapshot_name(dest.database), spare_name(dest.database)])
     assert execute(sync_servers.dest_admin, "SELECT datallowconn FROM pg_database WHERE datname = %s",
                    (snapshot_name(dest.database),)) == [(False,)]
 
@@ -186,7 +186,8 @@ def test_task_prints_documented_json(sync_servers, isolated_project, rules_file,
 
     sync_tasks.reset(Context(), db=dest.url(), yes=True, json=True)
     reset = json.loads(capsys.readouterr().out)
-    assert set(reset) == {"dest", "snapshot_database", "synced_at", "seconds", "sessions_disconnected"}
+    assert set(reset) == {"dest", "snapshot_database", "synced_at", "seconds", "sessions_disconnected",
+                          "from_spare"}
 
 
 def test_task_reports_bad_input_as_one_message(sync_servers, isolated_project, tmp_path):

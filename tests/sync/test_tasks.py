@@ -27,8 +27,8 @@ def calls(monkeypatch):
         return SyncSummary(mode="full", source=source.masked_url(), dest=dest.masked_url(),
                            snapshot_database="dev__tether_snapshot", anonymized=options.anonymize)
 
-    def fake_reset(dest, *, yes=False, **_):
-        seen.update(reset=dest, yes=yes)
+    def fake_reset(dest, *, yes=False, spare=True, **_):
+        seen.update(reset=dest, yes=yes, spare=spare)
         return ResetSummary(dest=dest.masked_url(), snapshot_database="x", synced_at="then")
 
     @contextmanager
@@ -43,13 +43,14 @@ def calls(monkeypatch):
     return seen
 
 
-def run(*argv: str) -> None:
+def run(*argv: str, exit: bool = False) -> None:
     namespace = Collection()
     namespace.add_task(sync_tasks.sync_prod)
     db = Collection("db")
     db.add_task(sync_tasks.reset)
     namespace.add_collection(db)
-    Program(namespace=namespace).run(["invoke", *argv], exit=False)
+    namespace.configure({"sync": {"spare": None}})  # declared, as tasks.py does, so INVOKE_SYNC_SPARE is read
+    Program(namespace=namespace).run(["invoke", *argv], exit=exit)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -86,3 +87,23 @@ def test_reset_task(calls, capsys):
     run("db.reset", "--db", LOCAL, "--yes")
     assert calls["reset"] == parse_database_url(LOCAL) and calls["yes"] is True
     assert "Reset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False), ("Off", False), ("yes", True)],
+                         ids=["default", "false", "off", "yes"])
+def test_spare_setting_reaches_sync_and_reset(calls, monkeypatch, value, expected):
+    if value is not None:
+        monkeypatch.setenv("INVOKE_SYNC_SPARE", value)
+    run("sync-prod", "--dest", LOCAL, "--yes")
+    run("db.reset", "--db", LOCAL, "--yes")
+    assert calls["options"].spare is expected and calls["spare"] is expected
+
+
+def test_a_spare_setting_that_is_not_yes_or_no_is_one_clear_error(calls, monkeypatch, capsys):
+    monkeypatch.setenv("INVOKE_SYNC_SPARE", "sometimes")
+    with pytest.raises(SystemExit) as exit_:
+        run("db.reset", "--db", LOCAL, "--yes", exit=True)
+    assert exit_.value.code != 0
+    error = capsys.readouterr().err
+    assert "sync.spare must be true or false, not 'sometimes'" in error and "Traceback" not in error
+    assert "reset" not in calls

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -117,6 +118,7 @@ class SyncOptions:
     analyze: bool = False  # ANALYZE the copied tables (statistics then live in the snapshot, for resets too)
     full: bool = False  # ignore the last sync: copy every table again
     drop_retired: str = "background"  # or "now" (tests): when replaced local copies are dropped
+    spare: bool = True  # keep a ready copy of the snapshot, so that db.reset is a rename (see tether.sync.local)
 
     def digest(self, rules: RuleSet, salt: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
@@ -567,12 +569,16 @@ def _keep(context: _Context, snap: SourceSnapshot, previous: SyncState, tables: 
             apply_sequences(conn, sequences, local_sequences(conn))
         with localdb.admin_connect(context.admin) as conn:
             localdb.write_state(conn, context.snapshot_db, state)
+        target, wanted = context.dest.database, context.options.spare
+        if localdb.has_spare(context.admin, target, state if wanted else None) != wanted:
+            retire(context.admin, [], context.options.drop_retired, target, wanted)  # make it, or drop it
     else:
         context.progress.phase(f"nothing changed on the source; the local database did ({reason}): resetting it")
         summary.notes.append(f"local database replaced from the snapshot: {reason}")
         with phases("reset"):
-            summary.sessions_disconnected, _ = reset_from_snapshot(context.admin, context.dest, state,
-                                                                          context.options.drop_retired)
+            summary.sessions_disconnected, _, _ = reset_from_snapshot(context.admin, context.dest, state,
+                                                                             context.options.drop_retired,
+                                                                             context.options.spare)
     summary.rows = sum(table.rows for table in tables.values())
     summary.row_counts = {name: table.rows for name, table in tables.items()}
     summary.verified = True
@@ -728,7 +734,7 @@ def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableS
                      xmax=snap.xids.xmax, schema_digest=context.schema_digest,
                      options_digest=context.options_digest, catalog_digest=context.catalog_digest,
                      tables=tables, sequences=sequences, local_relfilenodes=relfilenodes, local_rows=local_rows,
-                     local_catalog_rows=catalogs)
+                     local_catalog_rows=catalogs, content_id=uuid.uuid4().hex)
 
 
 def _install(context: _Context, built: str, state: SyncState) -> None:
@@ -761,4 +767,4 @@ def _install_working_copy(context: _Context, state: SyncState, retired: list[str
         localdb.write_state(conn, context.snapshot_db, state)
     if summary.sessions_disconnected:
         progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
-    retire(context.admin, retired, context.options.drop_retired)
+    retire(context.admin, retired, context.options.drop_retired, dest, context.options.spare)

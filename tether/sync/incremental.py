@@ -66,6 +66,7 @@ class SyncState:
     dest_oid: int | None = None  # the working database made from the snapshot, and the local horizon then
     dest_horizon: int | None = None
     sequences_in_snapshot: bool = True  # False once a re-sync found only sequences changed (set on resets)
+    content_id: str = ""  # new whenever the snapshot's contents change; a spare copy names the one it holds
     version: int = STATE_VERSION
 
     def to_json(self) -> str:

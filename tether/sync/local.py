@@ -4,6 +4,8 @@ Names on the local server, for a working database ``dev``:
 - ``dev`` is what the developer uses;
 - ``dev__tether_snapshot`` is the last synced state: a template nobody connects to (ALLOW_CONNECTIONS
   false), with the sync's state as its comment; resets and incremental syncs copy it;
+- ``dev__tether_spare`` is a ready copy of the snapshot, made in the background after each sync and reset and
+  labelled with the snapshot contents it holds, so that the next reset is a rename instead of a copy;
 - ``dev__tether_<purpose>_<pid>_<stamp>`` are scratch builds and retired copies (see tether.swap), dropped
   by the next run when their process is gone.
 
@@ -15,6 +17,7 @@ checkpoint, which would make the command wait for everything it just wrote to re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -23,6 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -35,6 +39,7 @@ from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, terminate_se
 from tether.sync.incremental import SyncState
 
 SNAPSHOT_PURPOSE = "snapshot"
+SPARE_PURPOSE = "spare"
 REAPER_ENV = "TETHER_SYNC_REAPER"
 
 
@@ -56,6 +61,12 @@ def snapshot_name(target: str) -> str:
         raise TetherError(f"The database name {target!r} is too long to keep a synced snapshot beside it. Use a "
                           "local database name of at most 33 bytes.")
     return name
+
+
+def spare_name(target: str) -> str:
+    """``<target>__tether_spare``: shorter than the snapshot's name, so it fits wherever that one does."""
+    snapshot_name(target)
+    return f"{target}{SCRATCH_MARK}{SPARE_PURPOSE}"
 
 
 _ADMIN_SESSIONS: dict[str, psycopg.Connection] = {}
@@ -108,9 +119,18 @@ def create_scratch(admin: DatabaseAddress, name: str, encoding: str) -> None:
 
 def read_state(admin: DatabaseAddress, snapshot: str) -> SyncState | None:
     with admin_connect(admin) as conn:
-        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                           (snapshot,)).fetchone()
-    return SyncState.from_json(row[0]) if row else None
+        return _read_state(conn, snapshot)
+
+
+def _database_comment(conn: psycopg.Connection, name: str) -> tuple[bool, str | None]:
+    """Whether ``name`` exists, and its comment."""
+    row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                       (name,)).fetchone()
+    return (True, row[0]) if row else (False, None)
+
+
+def _read_state(conn: psycopg.Connection, snapshot: str) -> SyncState | None:
+    return SyncState.from_json(_database_comment(conn, snapshot)[1])
 
 
 def write_state(conn: psycopg.Connection, database: str, state: SyncState) -> None:
@@ -161,18 +181,114 @@ def allow_connections(admin: DatabaseAddress, name: str, allowed: bool) -> None:
 def copy_database(admin: DatabaseAddress, template: str, name: str) -> int:
     """``CREATE DATABASE name TEMPLATE template``; returns the local transaction horizon taken just before."""
     with admin_connect(admin) as conn:
-        _compress_wal(conn)
-        horizon = local_horizon(conn)
-        for attempt in range(20):
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)))
-                return horizon
-            except psycopg.errors.ObjectInUse:
-                # A sync is updating the snapshot right now (or someone connected to it): wait a moment.
-                time.sleep(0.05 * (attempt + 1))
+        return _copy_database(conn, template, name)
+
+
+def _copy_database(conn: psycopg.Connection, template: str, name: str) -> int:
+    _compress_wal(conn)
+    horizon = local_horizon(conn)
+    for attempt in range(20):
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+            return horizon
+        except psycopg.errors.ObjectInUse:
+            # A sync is updating the snapshot right now (or someone connected to it): wait a moment.
+            time.sleep(0.05 * (attempt + 1))
     raise TetherError(f"Could not copy {template!r}: another session is using it (is a sync running?). Try again "
                       "when it has finished.")
+
+
+@dataclass(frozen=True)
+class SpareLabel:
+    """What a spare copy holds: the snapshot contents it was copied from, and the local horizon then."""
+
+    content_id: str
+    horizon: int
+
+    def to_json(self) -> str:
+        return json.dumps({"content_id": self.content_id, "horizon": self.horizon})
+
+    @classmethod
+    def from_comment(cls, text: str | None) -> SpareLabel:
+        try:
+            data = json.loads(text or "")
+            return cls(str(data["content_id"]), int(data["horizon"]))
+        except (ValueError, KeyError, TypeError):
+            return cls("", 0)  # not ours, or damaged: matches no snapshot
+
+
+def _spare_label(conn: psycopg.Connection, spare: str) -> SpareLabel | None:
+    exists, comment = _database_comment(conn, spare)
+    return SpareLabel.from_comment(comment) if exists else None
+
+
+class _SnapshotMoved(Exception):
+    pass
+
+
+def make_spare(conn: psycopg.Connection, target: str) -> str:
+    """Copy the snapshot of ``target`` to its spare name, unless the spare already holds it; says what it did.
+
+    The copy is labelled with the snapshot's content id and kept only if the snapshot still has that id
+    once the copy is done (a sync may replace or update the snapshot meanwhile), so a spare never holds
+    anything but the contents its label names. ``conn`` is an autocommit session on the maintenance database.
+    """
+    snapshot, spare = snapshot_name(target), spare_name(target)
+    state = _read_state(conn, snapshot)
+    if state is None or not state.content_id:
+        return "no snapshot to copy"
+    label = _spare_label(conn, spare)
+    if label is not None and label.content_id == state.content_id:
+        return "the spare is current"
+    if label is not None:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(spare)))
+    work = scratch_name(target, SPARE_PURPOSE)
+    try:
+        horizon = _copy_database(conn, snapshot, work)
+        with conn.transaction():
+            now = _read_state(conn, snapshot)
+            if now is None or now.content_id != state.content_id or _spare_label(conn, spare) is not None:
+                raise _SnapshotMoved
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(work), sql.Literal(SpareLabel(state.content_id, horizon).to_json())))
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(work)))
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(work),
+                                                                          sql.Identifier(spare)))
+    except BaseException as error:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(work)))
+        if isinstance(error, _SnapshotMoved):
+            return "discarded the copy: the snapshot changed while it was copied"
+        raise
+    return "made"
+
+
+def take_spare(admin: DatabaseAddress, target: str, state: SyncState) -> tuple[str, int] | None:
+    """Claim the spare for a reset if it holds ``state``'s snapshot: (its new scratch name, its horizon)."""
+    if not state.content_id:
+        return None
+    spare, work = spare_name(target), scratch_name(target, "reset")
+    with admin_connect(admin) as conn:
+        try:
+            with conn.transaction():
+                label = _spare_label(conn, spare)
+                if label is None or label.content_id != state.content_id:
+                    return None
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare),
+                                                                              sql.Identifier(work)))
+                conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                    sql.Identifier(work)))
+        except psycopg.errors.ObjectInUse:
+            return None  # being made or taken right now: copy the snapshot instead
+    return work, label.horizon
+
+
+def has_spare(admin: DatabaseAddress, target: str, state: SyncState | None = None) -> bool:
+    """Whether ``target`` has a spare (holding ``state``'s snapshot, if given)."""
+    with admin_connect(admin) as conn:
+        label = _spare_label(conn, spare_name(target))
+    return label is not None and (state is None or label.content_id == state.content_id)
 
 
 def _compress_wal(conn: psycopg.Connection) -> None:
@@ -192,9 +308,9 @@ def drop_now(admin: DatabaseAddress, names: list[str]) -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def drop_in_background(admin: DatabaseAddress, names: list[str]) -> None:
-    """Drop ``names`` from a detached process (its output goes to .runtime/sync/reaper.log)."""
-    if not names:
+def drop_in_background(admin: DatabaseAddress, names: list[str], spare_for: str | None = None) -> None:
+    """Drop ``names``, then make ``spare_for``'s spare, from a detached process (log: .runtime/sync/reaper.log)."""
+    if not names and not spare_for:
         return
     log = runtime_dir() / "sync" / "reaper.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -202,24 +318,36 @@ def drop_in_background(admin: DatabaseAddress, names: list[str]) -> None:
     env = {key: value for key, value in os.environ.items()
            if key in ("PATH", "HOME", "LANG", "LC_ALL", "PGPASSFILE", "TETHER_PROJECT_ROOT", "TETHER_RUNTIME_DIR",
                       "PYTHONPATH", "VIRTUAL_ENV")}
-    env[REAPER_ENV] = json.dumps({"conninfo": admin.conninfo(connect_timeout="15"), "names": names})
+    env[REAPER_ENV] = json.dumps({"conninfo": admin.conninfo(connect_timeout="15"), "names": names,
+                                  "spare_for": spare_for})
     with open(log, "a") as handle:
         subprocess.Popen([sys.executable, "-m", "tether.sync.local"], env=env, stdin=subprocess.DEVNULL,
                          stdout=handle, stderr=handle, start_new_session=True, cwd=str(Path.cwd()))
 
 
 def _reap() -> int:
-    """Entry point of the detached process: drop the databases named in $TETHER_SYNC_REAPER."""
+    """Entry point of the detached process: drop the databases named in $TETHER_SYNC_REAPER, make the spare."""
     job = json.loads(os.environ.pop(REAPER_ENV, "{}") or "{}")
     failures = 0
+
+    def failed(what: str, error: BaseException) -> None:
+        nonlocal failures
+        failures += 1
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} could not {what}: {' '.join(str(error).split())}", flush=True)
+
     for name in job.get("names", []):
         try:
             with psycopg.connect(job["conninfo"], autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         except psycopg.Error as error:
-            failures += 1
-            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} could not drop {name}: {' '.join(str(error).split())}",
-                  flush=True)
+            failed(f"drop {name}", error)
+    # Dropped first: the disk (and, on some machines, the memory) the old copies held goes to the spare.
+    if job.get("spare_for"):
+        try:
+            with psycopg.connect(job["conninfo"], autocommit=True) as conn:
+                make_spare(conn, job["spare_for"])
+        except (psycopg.Error, TetherError) as error:
+            failed(f"make the spare copy of {job['spare_for']}'s snapshot", error)
     return 1 if failures else 0
 
 

@@ -77,6 +77,7 @@ class ResetSummary:
     synced_at: str
     seconds: float = 0.0
     sessions_disconnected: int = 0
+    from_spare: bool = False  # the ready spare copy was renamed in (else the snapshot was copied)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -84,5 +85,6 @@ class ResetSummary:
         return data
 
     def lines(self) -> list[str]:
-        return [f"Reset {self.dest} to the sync of {self.synced_at} in {self.seconds:.1f} s "
+        how = "the ready spare copy" if self.from_spare else "a copy of the snapshot"
+        return [f"Reset {self.dest} to the sync of {self.synced_at} in {self.seconds:.1f} s from {how} "
                 f"({self.sessions_disconnected} sessions disconnected)."]

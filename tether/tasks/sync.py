@@ -21,6 +21,23 @@ def _setting(c: Context, key: str, default: Any = None) -> Any:
     return config_value(c, "sync", key, None, default)
 
 
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _enabled(c: Context, key: str, default: bool) -> bool:
+    """A yes/no setting: true or false in invoke.yaml, or a word like those in an INVOKE_SYNC_* variable."""
+    value = _setting(c, key, default)
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _YES + _NO:
+        return word in _YES
+    from tether.errors import ConfigError
+
+    raise ConfigError(f"sync.{key} must be true or false, not {value!r}: fix it in invoke.yaml or the "
+                      f"INVOKE_SYNC_{key.upper()} variable.")
+
+
 @task(
     help={
         "source": "PostgreSQL URL to copy from (default: production through the Cloud SQL proxy, as readonly)",
@@ -44,7 +61,11 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
               exclude: list[str] | None = None, exclude_data: list[str] | None = None, jobs: int = 0,
               no_anonymize: bool = False, rules: str | None = None, full: bool = False, analyze: bool = False,
               allow_remote_dest: bool = False, yes: bool = False, json: bool = False) -> None:
-    """Copy production into the local database: consistent, anonymized, atomic, incremental."""
+    """Copy production into the local database: consistent, anonymized, atomic, incremental.
+
+    Honours sync.spare (default true): afterwards, a spare copy of the synced state is made in the background,
+    so that db.reset is a rename.
+    """
     from tether.endpoints import open_database, resolve_database
     from tether.sync.engine import SyncOptions, default_jobs, sync
     from tether.sync.plan import Selection
@@ -55,7 +76,7 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
         selection=Selection(_patterns(tables), _patterns(exclude), _patterns(exclude_data)),
         jobs=int(jobs or _setting(c, "jobs") or default_jobs()), anonymize=not no_anonymize,
         rules_path=Path(rules_file) if rules_file else None, allow_remote_dest=allow_remote_dest, yes=yes,
-        analyze=analyze or bool(_setting(c, "analyze", False)), full=full)
+        analyze=analyze or _enabled(c, "analyze", False), full=full, spare=_enabled(c, "spare", True))
     local = resolve_database(dest or _setting(c, "dest", "dev"))
     with open_database(source or "prod", readonly=True) as remote:
         summary = sync(remote, local, options, SyncProgress())
@@ -77,12 +98,15 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
 @domain_errors
 def reset(c: Context, db: str | None = None, allow_remote_dest: bool = False, yes: bool = False,
           json: bool = False) -> None:
-    """Return the local database to the last synced state in a second (a template copy, no download)."""
+    """Return the local database to the last synced state in a second (a ready copy, no download).
+
+    Honours sync.spare (default true): keep a spare copy of the synced state so that a reset is a rename.
+    """
     from tether.endpoints import resolve_database
     from tether.sync.reset import reset as reset_database
 
     summary = reset_database(resolve_database(db or _setting(c, "dest", "dev")), yes=yes,
-                             allow_remote_dest=allow_remote_dest)
+                             allow_remote_dest=allow_remote_dest, spare=_enabled(c, "spare", True))
     if json:
         print_json(summary.as_dict())
     else:

@@ -1,0 +1,126 @@
+"""The spare copy of the snapshot: resets rename it in, and a spare of any other state is never used."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from tether.sync import local as localdb
+from tether.sync.engine import sync
+from tether.sync.reset import reset
+
+from .conftest import database_names, execute
+from .test_incremental import assert_same
+
+
+def spare_label(admin, target: str) -> localdb.SpareLabel | None:
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        return localdb._spare_label(conn, localdb.spare_name(target))
+
+
+def current_content(admin, target: str) -> str:
+    state = localdb.SyncState.from_json(execute(
+        admin, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (localdb.snapshot_name(target),))[0][0])
+    assert state is not None and state.content_id
+    return state.content_id
+
+
+def test_reset_renames_the_current_spare_in_and_makes_the_next_one(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False))
+    first = spare_label(admin, dest.database)
+    assert first is not None and first.content_id == current_content(admin, dest.database)
+    assert execute(admin, "SELECT datallowconn FROM pg_database WHERE datname = %s",
+                   (localdb.spare_name(dest.database),)) == [(False,)]  # nobody can change it by accident
+
+    execute(dest, "DROP TABLE app.cache; TRUNCATE app.ledger_b CASCADE; UPDATE app.people SET full_name = 'x'")
+    result = reset(dest, yes=True, drop_retired="now")
+    assert result.from_spare
+    assert_same(source, dest)
+    assert execute(dest, "SELECT count(*) FROM app.cache") == execute(source, "SELECT count(*) FROM app.cache")
+    second = spare_label(admin, dest.database)
+    assert second is not None and second.content_id == first.content_id
+    assert database_names(admin, dest.database) == sorted(
+        [dest.database, localdb.snapshot_name(dest.database), localdb.spare_name(dest.database)])
+    # The renamed-in spare counts as untouched: the next sync keeps it.
+    assert sync(source, dest, sync_options(anonymize=False)).notes == []
+
+
+def test_a_spare_of_another_state_is_never_used(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    options = sync_options(anonymize=False)
+    sync(source, dest, options)
+    spare = localdb.spare_name(dest.database)
+    # A spare left from an older state: different rows, and a label naming that other state.
+    execute(admin, sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(spare)).as_string())
+    execute(dest.with_database(spare), "DELETE FROM app.log_lines")
+    execute(admin, sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(spare), sql.Literal(localdb.SpareLabel("an-older-state", 1).to_json())).as_string())
+
+    execute(dest, "DELETE FROM app.cache")
+    result = reset(dest, yes=True, drop_retired="now")
+    assert not result.from_spare
+    assert_same(source, dest)
+    label = spare_label(admin, dest.database)
+    assert label is not None and label.content_id == current_content(admin, dest.database)
+
+    # An incremental sync changes the snapshot: the spare it leaves holds the new state, not the old one.
+    execute(source, "INSERT INTO app.log_lines (line) VALUES ('after the first sync')")
+    before = current_content(admin, dest.database)
+    assert sync(source, dest, options).mode == "incremental"
+    assert current_content(admin, dest.database) != before
+    execute(dest, "DELETE FROM app.log_lines")
+    assert reset(dest, yes=True, drop_retired="now").from_spare
+    assert_same(source, dest)
+
+
+def test_a_copy_made_while_the_snapshot_changed_is_thrown_away(sync_servers, sync_options, monkeypatch):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False, spare=False))
+    assert spare_label(admin, dest.database) is None
+    copy = localdb._copy_database
+
+    def copy_then_sync_lands(conn, template, name):
+        horizon = copy(conn, template, name)
+        state = localdb._read_state(conn, template)
+        assert state is not None
+        state.content_id = "a-newer-sync"  # what a sync installing a new snapshot meanwhile leaves
+        localdb.write_state(conn, template, state)
+        return horizon
+
+    monkeypatch.setattr(localdb, "_copy_database", copy_then_sync_lands)
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        outcome = localdb.make_spare(conn, dest.database)
+    assert outcome.startswith("discarded")
+    assert database_names(admin, dest.database) == sorted([dest.database, localdb.snapshot_name(dest.database)])
+
+
+def test_spares_can_be_turned_off(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False, spare=False))
+    assert spare_label(admin, dest.database) is None
+    assert not reset(dest, yes=True, drop_retired="now", spare=False).from_spare
+    assert spare_label(admin, dest.database) is None
+    # Nothing changed: the re-sync makes the missing spare when spares are on, and drops it when off.
+    assert sync(source, dest, sync_options(anonymize=False)).mode == "unchanged"
+    assert spare_label(admin, dest.database) is not None
+    assert sync(source, dest, sync_options(anonymize=False, spare=False)).mode == "unchanged"
+    assert spare_label(admin, dest.database) is None
+
+
+def test_the_spare_is_made_in_the_background_by_default(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False, drop_retired="background"))
+    deadline = time.monotonic() + 60
+    while (label := spare_label(admin, dest.database)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert label is not None and label.content_id == current_content(admin, dest.database)
+    # The replaced databases are gone too, and no scratch copy is left behind.
+    while len(database_names(admin, dest.database)) > 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert database_names(admin, dest.database) == sorted(
+        [dest.database, localdb.snapshot_name(dest.database), localdb.spare_name(dest.database)])
+    assert reset(dest, yes=True, drop_retired="now").from_spare
