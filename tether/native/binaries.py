@@ -58,13 +58,20 @@ def _reported_major(program: str, _size: int, _mtime_ns: int) -> int:
     return int(match.group(1))
 
 
+def _versioned_bindirs() -> list[Path]:
+    """``/usr/lib/postgresql/<major>/bin`` directories (Debian's layout), newest major first."""
+    if not POSTGRES_LIB.is_dir():
+        return []
+    versioned = [p for p in POSTGRES_LIB.iterdir() if p.name.isdigit() and (p / "bin").is_dir()]
+    return [p / "bin" for p in sorted(versioned, key=lambda p: int(p.name), reverse=True)]
+
+
 def _candidate_bindirs() -> list[Path]:
     """Every PostgreSQL bin directory on this machine, newest major first, then pg_config's and PATH's."""
-    found: list[Path] = []
-    if POSTGRES_LIB.is_dir():
-        versioned = [p for p in POSTGRES_LIB.iterdir() if p.name.isdigit() and (p / "bin").is_dir()]
-        found.extend(p / "bin" for p in sorted(versioned, key=lambda p: int(p.name), reverse=True))
-    bindir = _pg_config_bindir()
+    found = _versioned_bindirs()
+    # pg_config is asked only where there is no Debian layout: there it names one of those directories anyway,
+    # and running it costs a process start on every command.
+    bindir = None if found else _pg_config_bindir()
     if bindir:
         found.append(bindir)
     for entry in os.environ.get("PATH", "").split(os.pathsep):
@@ -88,15 +95,25 @@ def server_bindir(major: int) -> Path:
     raise ToolMissing(f"PostgreSQL {major} server (initdb, pg_ctl, postgres)", postgres_install_hint(major))
 
 
+def _is_debian_wrapper(program: Path) -> bool:
+    """``/usr/bin/pg_dump`` on Debian: a link to pg_wrapper, which runs one of the versioned programs."""
+    return program.is_symlink() and program.resolve().name == "pg_wrapper"
+
+
 def client_program(name: str, min_major: int = 0) -> Path:
-    """The newest ``name`` (pg_dump, pg_restore, psql, ...) whose major is at least ``min_major``."""
+    """The newest ``name`` (pg_dump, pg_restore, psql, ...) whose major is at least ``min_major``.
+
+    A program in ``/usr/lib/postgresql/<major>/bin`` is taken at its directory's word; any other is asked
+    for its version (each ``--version`` is a process start, and a sync looks up several programs).
+    """
     best: tuple[int, Path] | None = None
+    versioned = {directory: int(directory.parent.name) for directory in _versioned_bindirs()}
     for candidate in _candidate_bindirs():
         program = candidate / name
-        if not os.access(program, os.X_OK):
+        if not os.access(program, os.X_OK) or (versioned and _is_debian_wrapper(program)):
             continue
         try:
-            major = program_major(program)
+            major = versioned[candidate] if candidate in versioned else program_major(program)
         except ToolMissing:
             continue
         if major >= min_major and (best is None or major > best[0]):
