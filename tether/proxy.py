@@ -25,8 +25,10 @@ from tether.errors import ConfigError, TetherError, ToolMissing, tail_lines
 from tether.paths import runtime_dir
 from tether.processes import pid_exists
 from tether.proxy_cmd import (
+    DEFAULT_TIMEOUT,
     INSTALL_HINT,
     LOOPBACK,
+    STOP_GRACE,
     V1_PROGRAM,
     V2_PROGRAM,
     ProxyOptions,
@@ -43,8 +45,6 @@ from tether.proxy_cmd import (
 from tether.secrets import mask_text
 
 BINARY_ENV = "TETHER_PROXY_BINARY"
-DEFAULT_TIMEOUT = 30.0
-STOP_GRACE = 5.0
 LOG_TAIL_LINES = 8
 _POLL = 0.05
 # PostgreSQL's SSLRequest: any server answers it with one byte, before any authentication.

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from tether.errors import ConfigError
 
+DEFAULT_TIMEOUT = 30.0  # seconds to wait for a started proxy to accept connections
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when stopping it
+
 V2_PROGRAM = "cloud-sql-proxy"
 V1_PROGRAM = "cloud_sql_proxy"
 LOOPBACK = "127.0.0.1"

@@ -33,7 +33,7 @@ def forbid_connections(monkeypatch) -> None:
         raise AssertionError("the task connected before refusing")
 
     monkeypatch.setattr(psycopg, "connect", refuse)
-    monkeypatch.setattr(schema, "open_database", refuse)
+    monkeypatch.setattr("tether.endpoints.open_database", refuse)  # the task imports it when it runs
 
 
 @pytest.mark.parametrize(("db", "flags"), [

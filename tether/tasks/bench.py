@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from invoke import Context, task
-from rich.console import Console
 
 from tether.console import console
 from tether.errors import ConfigError, TetherError
 from tether.tasks.boundary import config_value, domain_errors, print_json
+
+# rich and benchmarks.* are imported when the task runs, so every `invoke` command starts faster.
 
 CONFIG_SECTION = "bench"
 
@@ -24,6 +25,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
+    from rich.console import Console
+
     from benchmarks.report import machine_lines, result_cells, results_table
 
     out = console()
@@ -72,6 +75,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
 def bench(c: Context, repeat: int | None = None, scale: float | None = None, methods: str | None = None,
           json: bool = False, keep_servers: bool = False, profile: bool = False) -> None:
     """Benchmark sync-prod, re-sync and db.reset against pg_dump|psql, pg_restore and pgcopydb (takes minutes)."""
+    from rich.console import Console
+
     from benchmarks.run import BenchOptions, last_result_path, parse_methods, run_benchmark
 
     try:

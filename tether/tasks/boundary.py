@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 from invoke.exceptions import Exit
 
 from tether.errors import TetherError
-from tether.secrets import mask_text
+
+# tether.secrets (its regexes, hmac, hashlib) is imported only when an error is shown, so every `invoke` command
+# starts faster.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,6 +26,8 @@ def domain_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except TetherError as error:
+            from tether.secrets import mask_text
+
             raise Exit(mask_text(error.message), code=error.exit_code) from None
         except KeyboardInterrupt:
             raise Exit("Interrupted.", code=130) from None

@@ -7,6 +7,8 @@ from invoke.exceptions import Exit
 
 from tether.tasks.boundary import domain_errors, print_json
 
+# tether.ci and tether.pulumi_stack are imported when the task runs, so every `invoke` command starts faster.
+
 
 @task(help={
     "json": "print a JSON summary of the steps at the end (the steps' own output goes to stderr)",

@@ -6,6 +6,8 @@ from invoke import Context, task
 
 from tether.tasks.boundary import config_value, domain_errors, print_json
 
+# tether.devenv, tether.endpoints and rich are imported when a task runs, so every `invoke` command starts faster.
+
 
 def _backend(c: Context, backend: str | None) -> str:
     return str(config_value(c, "dev", "backend", backend or None, "auto"))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke import Context, task
 
-from tether import envfiles, target
 from tether.console import console
 from tether.errors import TetherError
 from tether.tasks.boundary import domain_errors, print_json
+
+# tether.envfiles and tether.target are imported when a task runs, so every `invoke` command starts faster.
+if TYPE_CHECKING:
+    from tether.envfiles import EnvReport
+    from tether.target import SwitchResult
 
 DRIVERS_HELP = ("comma-separated driver variants, e.g. asyncpg,psycopg (default: config env.drivers, else "
                 "asyncpg,psycopg; an empty string writes none)")
@@ -21,13 +25,15 @@ class EnvFilesOutOfDate(TetherError):
 
 def configured_drivers(c: Context, drivers: str | None = None) -> tuple[str, ...]:
     """The driver variants: the flag, else ``env.drivers`` in the invoke config, else the defaults."""
+    from tether import envfiles
+
     if drivers is not None:
         return envfiles.parse_drivers(drivers)
     section: Any = c.config.get("env") or {}
     return envfiles.parse_drivers(section.get("drivers"))
 
 
-def print_env_report(report: envfiles.EnvReport) -> None:
+def print_env_report(report: EnvReport) -> None:
     from rich.table import Table
 
     table = Table(box=None, show_header=False, pad_edge=False)
@@ -49,6 +55,8 @@ def print_env_report(report: envfiles.EnvReport) -> None:
 @domain_errors
 def env(c: Context, check: bool = False, json: bool = False, drivers: str | None = None) -> None:
     """Write .env.local, .env.test, .env.production and .env (active target) from the stacks (config: env.drivers)."""
+    from tether import envfiles
+
     report = envfiles.sync_env_files(configured_drivers(c, drivers), check=check)
     if json:
         print_json(report.as_dict())
@@ -63,6 +71,8 @@ def env(c: Context, check: bool = False, json: bool = False, drivers: str | None
 @domain_errors
 def show_target(c: Context, json: bool = False) -> None:
     """Show the active database target (local or production) and what .env points at."""
+    from tether import target
+
     view = target.describe_target()
     if json:
         print_json(view.as_dict())
@@ -76,7 +86,7 @@ def show_target(c: Context, json: bool = False) -> None:
                   f"{view.state.target}: run `invoke env` to rewrite it.")
 
 
-def print_switch(result: target.SwitchResult, json: bool) -> None:
+def print_switch(result: SwitchResult, json: bool) -> None:
     if json:
         print_json(result.as_dict())
         return
@@ -89,6 +99,8 @@ def print_switch(result: target.SwitchResult, json: bool) -> None:
 @domain_errors
 def use_local(c: Context, json: bool = False) -> None:
     """Point .env at the local dev database, after it answers SELECT 1 (config: env.drivers)."""
+    from tether import target
+
     print_switch(target.switch_target("local", drivers=configured_drivers(c)), json)
 
 
@@ -96,4 +108,6 @@ def use_local(c: Context, json: bool = False) -> None:
 @domain_errors
 def use_production(c: Context, yes: bool = False, json: bool = False) -> None:
     """Point .env at the production database through the proxy, after asking and a SELECT 1."""
+    from tether import target
+
     print_switch(target.switch_target("production", yes=yes, drivers=configured_drivers(c)), json)

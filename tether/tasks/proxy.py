@@ -10,10 +10,10 @@ from invoke import Context, task
 
 from tether.console import console
 from tether.errors import ConfigError
-from tether.production import load_production_settings, prod_instance
-from tether.proxy import DEFAULT_TIMEOUT, STOP_GRACE, proxy_files, proxy_logs, proxy_status, start_proxy, stop_proxy
-from tether.proxy_cmd import validate_connection_name
+from tether.proxy_cmd import DEFAULT_TIMEOUT, STOP_GRACE
 from tether.tasks.boundary import config_value, domain_errors, print_json
+
+# tether.proxy and tether.production are imported when a task runs, so every `invoke` command starts faster.
 
 
 def _configured(c: Context, key: str) -> Any:
@@ -84,6 +84,10 @@ def start(c: Context, port: str | None = None, instance: str | None = None, iam:
           private_ip: bool = False, credentials_file: str | None = None, impersonate: str | None = None,
           timeout: str | None = None) -> None:
     """Start the Cloud SQL proxy in the background and wait until it accepts connections."""
+    from tether.production import load_production_settings, prod_instance
+    from tether.proxy import start_proxy
+    from tether.proxy_cmd import validate_connection_name
+
     # Every flag is checked before anything starts, so a typo never launches (and then kills) a proxy.
     raw_timeout, timeout_source = _chosen(c, timeout, "timeout", "--timeout")
     wait = _number(DEFAULT_TIMEOUT if raw_timeout is None else raw_timeout, timeout_source, float)
@@ -112,6 +116,8 @@ def start(c: Context, port: str | None = None, instance: str | None = None, iam:
 @domain_errors
 def stop(c: Context, grace: str | None = None) -> None:
     """Stop the Cloud SQL proxy (SIGTERM, then SIGKILL after a grace period)."""
+    from tether.proxy import stop_proxy
+
     stopped = stop_proxy(_number(STOP_GRACE if grace is None else grace, "--grace", float, allow_zero=True))
     _say(stopped.summary())
 
@@ -120,6 +126,8 @@ def stop(c: Context, grace: str | None = None) -> None:
 @domain_errors
 def status(c: Context, json: bool = False) -> None:
     """Show whether the Cloud SQL proxy runs, for which instance and port, and whether it is ready."""
+    from tether.proxy import proxy_status
+
     current = proxy_status()
     if json:
         print_json(current.to_dict())
@@ -131,6 +139,8 @@ def status(c: Context, json: bool = False) -> None:
 @domain_errors
 def logs(c: Context, lines: str | None = None) -> None:
     """Show the last lines of the Cloud SQL proxy's log."""
+    from tether.proxy import proxy_files, proxy_logs
+
     text = proxy_logs(_number(50 if lines is None else lines, "--lines", int))
     if text:
         _say(text)

@@ -5,25 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke import Context, task
 
-from tether.conninfo import DatabaseAddress
 from tether.console import confirm, console, interactive
-from tether.endpoints import open_database, resolve_database
-from tether.migrations import (
-    DriftError,
-    MigrationEvent,
-    MigrationPlan,
-    drift_message,
-    init_database,
-    inspect_database,
-    parse_migration,
-)
-from tether.paths import sql_dir
-from tether.roles import LOGIN_ROLES, password_env_var
 from tether.tasks.boundary import config_value, domain_errors, print_json
+
+# tether.endpoints, tether.migrations and tether.roles are imported when a task runs, so every `invoke`
+# command starts faster.
+if TYPE_CHECKING:
+    from tether.conninfo import DatabaseAddress
+    from tether.migrations import MigrationEvent, MigrationPlan
 
 DB_HELP = "dev, test, prod or a postgresql:// URL (default: config tether.db, else dev)"
 
@@ -36,6 +29,8 @@ def database_spec(c: Context, db: str | None) -> str:
 @contextmanager
 def _opened(spec: str, address: DatabaseAddress | None, *, readonly: bool = False,
             admin: bool = False) -> Iterator[DatabaseAddress]:
+    from tether.endpoints import open_database
+
     # Only prod needs opening (the Cloud SQL proxy); every other spec was resolved without connecting.
     # Migrations on prod log in as the administrator (TETHER_PROD_ADMIN_*), never as the application role.
     opener = open_database(spec, readonly=readonly, admin=admin) if address is None else nullcontext(address)
@@ -75,6 +70,11 @@ def _show_progress(event: MigrationEvent) -> None:
 @domain_errors
 def init(c: Context, db: str | None = None, dry_run: bool = False, yes: bool = False, json: bool = False) -> None:
     """Apply the pending migrations in sql/ and set the app roles' passwords (honours tether.db)."""
+    from tether.endpoints import resolve_database
+    from tether.migrations import DriftError, drift_message, init_database, inspect_database, parse_migration
+    from tether.paths import sql_dir
+    from tether.roles import LOGIN_ROLES, password_env_var
+
     spec = database_spec(c, db)
     address = None if spec == "prod" else resolve_database(spec)
     guarded = address is None or not address.is_local
@@ -121,6 +121,10 @@ def init(c: Context, db: str | None = None, dry_run: bool = False, yes: bool = F
 @domain_errors
 def status(c: Context, db: str | None = None, json: bool = False) -> None:
     """Show the applied and pending migrations of a database and flag drift (exit 4 on drift)."""
+    from tether.endpoints import resolve_database
+    from tether.migrations import DriftError, drift_message, inspect_database
+    from tether.paths import sql_dir
+
     spec = database_spec(c, db)
     address = None if spec == "prod" else resolve_database(spec)
     with _opened(spec, address, readonly=True) as opened:

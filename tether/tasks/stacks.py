@@ -6,9 +6,10 @@ from typing import Any
 
 from invoke import Context, task
 
-from tether import pulumi_stack
 from tether.console import confirm, console, interactive
 from tether.tasks.boundary import domain_errors, print_json
+
+# tether.pulumi_stack is imported when a task runs, so every `invoke` command starts faster.
 
 STACK_HELP = "dev (local Docker containers) or prod (Cloud SQL on Google Cloud)"
 PROD_QUESTION = "Apply these changes to the production stack (Cloud SQL)?"
@@ -18,6 +19,8 @@ PROD_QUESTION = "Apply these changes to the production stack (Cloud SQL)?"
 @domain_errors
 def preview(c: Context, stack: str = "") -> None:
     """Show what deploy would change in a stack, changing nothing."""
+    from tether import pulumi_stack
+
     changes = pulumi_stack.preview(stack)
     console().print(f"Preview of the {stack} stack: {pulumi_stack.describe_changes(changes)}.")
 
@@ -27,6 +30,8 @@ def preview(c: Context, stack: str = "") -> None:
 @domain_errors
 def deploy(c: Context, stack: str = "", yes: bool = False) -> None:
     """Apply a stack (pulumi up); prod previews and asks first."""
+    from tether import pulumi_stack
+
     name = pulumi_stack.check_stack_name(stack)
     if name == "prod":
         if not yes and not interactive():
@@ -45,6 +50,7 @@ def deploy(c: Context, stack: str = "", yes: bool = False) -> None:
 @domain_errors
 def outputs(c: Context, stack: str = "", show_secrets: bool = False, json: bool = False) -> None:
     """Print a stack's outputs, secrets masked."""
+    from tether import pulumi_stack
     from tether.console import in_ci
     from tether.errors import Refused
 
