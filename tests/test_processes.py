@@ -8,8 +8,11 @@ from tether.processes import pid_exists, process_runs
 
 
 def test_a_running_process_exists_and_runs_under_its_name():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        # Until the child has exec'd, /proc shows no command line (or the parent's): wait for it to speak.
+        assert child.stdout is not None and child.stdout.readline() == "started\n"
         assert pid_exists(child.pid)
         assert process_runs(child.pid, "python")
         assert not process_runs(child.pid, "postgres")  # a reused pid with another name is not our server
