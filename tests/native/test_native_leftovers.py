@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
+from tether import paths
 from tether.errors import TetherError
 from tether.native import stack
 from tether.native.sysuser import service_user
@@ -84,3 +87,22 @@ def test_failure_after_creating_removes_only_what_this_run_left_empty(isolated_p
         raise RuntimeError("again")
     assert not layout.datadir("redis").exists()
     assert (layout.log_dir / "postgres-dev.log").exists()
+
+
+def test_a_new_clone_at_the_same_path_gets_its_own_data_directory(isolated_project: Path) -> None:
+    # As root the servers live under /var/lib/tether/<name>; the name is remembered in the clone's .runtime.
+    state_dir = isolated_project / ".runtime" / "native"
+    first = stack._clone_data_name(state_dir)
+    assert stack._clone_data_name(state_dir) == first
+    # Deleted and cloned again at the same path: the old passwords are gone, so the old servers must not be used.
+    shutil.rmtree(state_dir)
+    assert stack._clone_data_name(state_dir) != first
+
+
+def test_a_clone_with_passwords_but_no_remembered_name_keeps_its_path_name(isolated_project: Path) -> None:
+    state_dir = isolated_project / ".runtime" / "native"
+    state_dir.mkdir(parents=True)
+    (state_dir / "secrets.json").write_text("{}")  # made by a version that named the directory after the path
+    expected = hashlib.sha256(str(paths.project_root()).encode()).hexdigest()[:12]
+    assert stack._clone_data_name(state_dir) == expected
+    assert (state_dir / "data-id").read_text().strip() == expected

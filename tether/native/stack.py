@@ -89,11 +89,33 @@ def native_layout(user: ServiceUser | None) -> NativeLayout:
     if override:
         data_root = Path(override)
     elif user is not None:
-        project_id = hashlib.sha256(str(project_root()).encode()).hexdigest()[:12]
-        data_root = Path("/var/lib/tether") / project_id
+        data_root = Path("/var/lib/tether") / _clone_data_name(state_dir)
     else:
         data_root = state_dir / "data"
     return NativeLayout(state_dir, data_root)
+
+
+def _clone_data_name(state_dir: Path) -> str:
+    """This clone's directory name under /var/lib/tether, remembered in .runtime/native/data-id.
+
+    Random rather than derived from the clone's path: a clone deleted and made again at the same path has new
+    passwords (they lived in the old clone's .runtime), so it must not pick up the old clone's servers. A clone
+    that already has its passwords but no remembered name keeps the path-derived name it has always used.
+    """
+    remembered = state_dir / "data-id"
+    try:
+        name = remembered.read_text().strip()
+        if name.isalnum():
+            return name
+    except FileNotFoundError:
+        pass
+    if (state_dir / "secrets.json").exists():
+        name = hashlib.sha256(str(project_root()).encode()).hexdigest()[:12]
+    else:
+        name = os.urandom(6).hex()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(name + "\n")
+    return name
 
 
 def load_or_create_secrets(layout: NativeLayout, settings: DevSettings) -> dict[str, str]:
