@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
@@ -9,7 +10,7 @@ from psycopg import sql
 
 from tether.sync import local as localdb
 from tether.sync.engine import sync
-from tether.sync.reset import reset
+from tether.sync.reset import reset, reset_from_snapshot
 
 from .conftest import database_names, execute
 from .test_incremental import assert_same
@@ -124,3 +125,87 @@ def test_the_spare_is_made_in_the_background_by_default(sync_servers, sync_optio
     assert database_names(admin, dest.database) == sorted(
         [dest.database, localdb.snapshot_name(dest.database), localdb.spare_name(dest.database)])
     assert reset(dest, yes=True, drop_retired="now").from_spare
+
+
+def snapshot_state(admin, target: str) -> localdb.SyncState:
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        state = localdb._read_state(conn, localdb.snapshot_name(target))
+    assert state is not None
+    return state
+
+
+def rename(admin, old: str, new: str) -> None:
+    execute(admin, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old),
+                                                                   sql.Identifier(new)).as_string())
+
+
+def test_a_reset_with_a_state_read_before_a_sync_landed_neither_uses_the_old_spare_nor_undoes_the_sync(
+        sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False))
+    read_before_the_prompt = snapshot_state(admin, dest.database)
+    spare, aside = localdb.spare_name(dest.database), f"{dest.database}_aside"
+    rename(admin, spare, aside)  # the old spare, not yet dropped when the next sync lands
+    execute(source, "INSERT INTO app.log_lines (line) VALUES ('landed during the prompt')")
+    assert sync(source, dest, sync_options(anonymize=False, spare=False)).mode == "incremental"
+    landed = snapshot_state(admin, dest.database)
+    rename(admin, aside, spare)
+
+    execute(dest, "DELETE FROM app.log_lines")
+    _, _, from_spare = reset_from_snapshot(admin, dest, read_before_the_prompt, "now")
+    assert not from_spare
+    assert_same(source, dest, ["app.log_lines"])
+    assert snapshot_state(admin, dest.database).content_id == landed.content_id
+
+
+def test_two_resets_at_once_the_second_copies_instead_of_failing(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False))
+    state = snapshot_state(admin, dest.database)
+    spare = localdb.spare_name(dest.database)
+    first = psycopg.connect(admin.conninfo())  # the first reset, in the middle of taking the spare
+    first.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare),
+                                                                  sql.Identifier(f"{dest.database}_taken")))
+    outcome: list[object] = []
+    second = threading.Thread(target=lambda: outcome.append(localdb.take_spare(admin, dest.database, state)))
+    second.start()
+    time.sleep(0.5)  # the second waits for the first's rename to commit
+    first.commit()
+    first.close()
+    second.join(30)
+    localdb.close_admin_sessions()
+    assert outcome == [None]
+
+
+def test_the_snapshot_state_commits_with_the_rows_it_describes(sync_servers, sync_options, monkeypatch):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False))
+    before = snapshot_state(admin, dest.database).content_id
+    execute(source, "INSERT INTO app.log_lines (line) VALUES ('changed')")
+    seen: list[str] = []
+    allow = localdb.allow_connections
+
+    def closing(admin_address, name, allowed):
+        if not allowed:  # the sync is done writing to the snapshot: its new state must already be there
+            seen.append(snapshot_state(admin, dest.database).content_id)
+        allow(admin_address, name, allowed)
+
+    monkeypatch.setattr(localdb, "allow_connections", closing)
+    assert sync(source, dest, sync_options(anonymize=False)).mode == "incremental"
+    assert seen and seen[0] != before
+
+
+def test_a_snapshot_from_before_content_ids_gets_one_and_a_spare(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False, spare=False))
+    old = snapshot_state(admin, dest.database)
+    old.content_id = ""
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        localdb.write_state(conn, localdb.snapshot_name(dest.database), old)
+    assert sync(source, dest, sync_options(anonymize=False)).mode == "unchanged"
+    given = snapshot_state(admin, dest.database).content_id
+    assert given and spare_label(admin, dest.database) == localdb.SpareLabel(given, spare_label(
+        admin, dest.database).horizon)
+    execute(dest, "DELETE FROM app.cache")
+    assert reset(dest, yes=True, drop_retired="now").from_spare
+    assert_same(source, dest)

@@ -89,7 +89,10 @@ def server_bindir(major: int) -> Path:
     preferred = POSTGRES_LIB / str(major) / "bin"
     if _has_programs(preferred, _SERVER_PROGRAMS):
         return preferred
-    for candidate in _candidate_bindirs():
+    candidates = _candidate_bindirs()
+    if _versioned_bindirs():  # pg_config was not asked above; a server built from source may be known only to it
+        candidates += [bindir] if (bindir := _pg_config_bindir()) else []
+    for candidate in candidates:
         if _has_programs(candidate, _SERVER_PROGRAMS) and program_major(candidate / "postgres") == major:
             return candidate
     raise ToolMissing(f"PostgreSQL {major} server (initdb, pg_ctl, postgres)", postgres_install_hint(major))

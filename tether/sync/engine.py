@@ -536,14 +536,15 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
                 local_rows = _check_counts(context, relations, counted, results, previous)
                 relfilenodes = {name: relation.relfilenode for name, relation in relations.items()}
                 catalogs = {name: rows for name, (rows, _) in catalog_rows(conn, None).items()}
+                state = _new_state(context, snap, tables, sequences, local_rows, relfilenodes, catalogs)
+                # In the same transaction as the rows: the snapshot never holds contents its state (and the
+                # content id a spare copy is labelled with) does not describe, even for an instant.
+                localdb.write_state(conn, context.snapshot_db, state)
     finally:
         localdb.allow_connections(context.admin, context.snapshot_db, False)
     summary.tables_copied = len(results)
     summary.rows_copied = sum(result.rows for result in results.values())
     summary.bytes_copied = sum(result.bytes for result in results.values())
-    state = _new_state(context, snap, tables, sequences, local_rows, relfilenodes, catalogs)
-    with localdb.admin_connect(context.admin) as conn:
-        localdb.write_state(conn, context.snapshot_db, state)
     return state
 
 
@@ -562,7 +563,9 @@ def _keep(context: _Context, snap: SourceSnapshot, previous: SyncState, tables: 
     summary, phases = context.summary, context.phases
     state = replace(previous, synced_at=now_iso(), horizon=snap.xids.xmin, xmax=snap.xids.xmax, tables=tables,
                     sequences=sequences,
-                    sequences_in_snapshot=previous.sequences_in_snapshot and sequences == previous.sequences)
+                    sequences_in_snapshot=previous.sequences_in_snapshot and sequences == previous.sequences,
+                    # Same contents, so an id may be given to a snapshot from before content ids existed.
+                    content_id=previous.content_id or uuid.uuid4().hex)
     if unchanged_locally:
         context.progress.phase("nothing changed on the source or locally: the local database is kept")
         with phases("sequences"), connect_local(context.dest) as conn:

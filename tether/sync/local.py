@@ -138,6 +138,19 @@ def write_state(conn: psycopg.Connection, database: str, state: SyncState) -> No
                                                                sql.Literal(state.to_json())))
 
 
+def write_state_unless_replaced(admin: DatabaseAddress, snapshot: str, state: SyncState, expected_content: str) -> bool:
+    """Write ``state`` unless the snapshot's contents changed since it was read (a sync landed meanwhile).
+
+    That sync's state then stands: it describes what the snapshot holds. Returns whether ``state`` was written.
+    """
+    with admin_connect(admin) as conn, conn.transaction():
+        now = _read_state(conn, snapshot)
+        if now is None or now.content_id != expected_content:
+            return False
+        write_state(conn, snapshot, state)
+    return True
+
+
 def local_horizon(conn: psycopg.Connection) -> int:
     """The next transaction id: every row of a copy made after this has an older ``xmin``."""
     row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint").fetchone()
@@ -224,7 +237,7 @@ def _spare_label(conn: psycopg.Connection, spare: str) -> SpareLabel | None:
 
 
 class _SnapshotMoved(Exception):
-    pass
+    """The copy no longer matches what the spare must hold (the text says why)."""
 
 
 def make_spare(conn: psycopg.Connection, target: str) -> str:
@@ -237,7 +250,7 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
     snapshot, spare = snapshot_name(target), spare_name(target)
     state = _read_state(conn, snapshot)
     if state is None or not state.content_id:
-        return "no snapshot to copy"
+        return "no snapshot (with a content id) to copy"
     label = _spare_label(conn, spare)
     if label is not None and label.content_id == state.content_id:
         return "the spare is current"
@@ -248,8 +261,10 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
         horizon = _copy_database(conn, snapshot, work)
         with conn.transaction():
             now = _read_state(conn, snapshot)
-            if now is None or now.content_id != state.content_id or _spare_label(conn, spare) is not None:
-                raise _SnapshotMoved
+            if now is None or now.content_id != state.content_id:
+                raise _SnapshotMoved("the snapshot changed while it was copied")
+            if _spare_label(conn, spare) is not None:
+                raise _SnapshotMoved("another spare was made meanwhile")
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(work), sql.Literal(SpareLabel(state.content_id, horizon).to_json())))
             conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(work)))
@@ -259,9 +274,25 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(work)))
         if isinstance(error, _SnapshotMoved):
-            return "discarded the copy: the snapshot changed while it was copied"
+            return f"discarded the copy: {error}"
         raise
     return "made"
+
+
+def make_spare_logged(conn: psycopg.Connection, target: str) -> None:
+    """``make_spare``, its outcome or failure written to the reaper's log: nobody waits for it to report."""
+    try:
+        _log(f"spare of {target}: {make_spare(conn, target)}")
+    except (psycopg.Error, TetherError) as error:
+        message = error.message if isinstance(error, TetherError) else " ".join(str(error).split())
+        _log(f"could not make the spare copy of {target}'s snapshot: {message}")
+
+
+def _log(line: str) -> None:
+    path = runtime_dir() / "sync" / "reaper.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
 def take_spare(admin: DatabaseAddress, target: str, state: SyncState) -> tuple[str, int] | None:
@@ -273,14 +304,15 @@ def take_spare(admin: DatabaseAddress, target: str, state: SyncState) -> tuple[s
         try:
             with conn.transaction():
                 label = _spare_label(conn, spare)
-                if label is None or label.content_id != state.content_id:
+                current = _read_state(conn, snapshot_name(target))  # not the one read before the prompt
+                if label is None or current is None or not label.content_id == current.content_id == state.content_id:
                     return None
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare),
                                                                               sql.Identifier(work)))
                 conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
                     sql.Identifier(work)))
-        except psycopg.errors.ObjectInUse:
-            return None  # being made or taken right now: copy the snapshot instead
+        except (psycopg.errors.ObjectInUse, psycopg.errors.InvalidCatalogName):
+            return None  # being made, or taken by another reset right now: copy the snapshot instead
     return work, label.horizon
 
 
@@ -329,25 +361,21 @@ def _reap() -> int:
     """Entry point of the detached process: drop the databases named in $TETHER_SYNC_REAPER, make the spare."""
     job = json.loads(os.environ.pop(REAPER_ENV, "{}") or "{}")
     failures = 0
-
-    def failed(what: str, error: BaseException) -> None:
-        nonlocal failures
-        failures += 1
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} could not {what}: {' '.join(str(error).split())}", flush=True)
-
     for name in job.get("names", []):
         try:
             with psycopg.connect(job["conninfo"], autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         except psycopg.Error as error:
-            failed(f"drop {name}", error)
+            failures += 1
+            _log(f"could not drop {name}: {' '.join(str(error).split())}")
     # Dropped first: the disk (and, on some machines, the memory) the old copies held goes to the spare.
     if job.get("spare_for"):
         try:
             with psycopg.connect(job["conninfo"], autocommit=True) as conn:
-                make_spare(conn, job["spare_for"])
-        except (psycopg.Error, TetherError) as error:
-            failed(f"make the spare copy of {job['spare_for']}'s snapshot", error)
+                make_spare_logged(conn, job["spare_for"])
+        except psycopg.Error as error:
+            failures += 1
+            _log(f"could not make the spare copy of {job['spare_for']}'s snapshot: {' '.join(str(error).split())}")
     return 1 if failures else 0
 
 

@@ -8,6 +8,7 @@ is made in the background afterwards, for the next reset.
 from __future__ import annotations
 
 import time
+import uuid
 
 import psycopg
 
@@ -51,6 +52,7 @@ def _reset(dest: DatabaseAddress, yes: bool, allow_remote_dest: bool, drop_retir
     confirm(f"Reset the local database {dest.database!r} to the sync of {state.synced_at}? Changes made to it "
             "since are lost.", yes=yes)
     cleanup_leftovers(local.maintenance, dest.database)
+    state = localdb.read_state(local.maintenance, snapshot) or state  # a sync may have landed during the prompt
     disconnected, _, from_spare = reset_from_snapshot(local.maintenance, dest, state, drop_retired, spare)
     return ResetSummary(dest=dest.masked_url(), snapshot_database=snapshot, synced_at=state.synced_at,
                         seconds=time.perf_counter() - started, sessions_disconnected=disconnected,
@@ -64,6 +66,7 @@ def reset_from_snapshot(admin: DatabaseAddress, dest: DatabaseAddress, state: Sy
     Returns (sessions disconnected, retired databases, whether the spare was used).
     """
     snapshot = localdb.snapshot_name(dest.database)
+    started_from = state.content_id
     taken = localdb.take_spare(admin, dest.database, state) if spare else None
     work = taken[0] if taken else scratch_name(dest.database, "reset")
     try:
@@ -78,8 +81,9 @@ def reset_from_snapshot(admin: DatabaseAddress, dest: DatabaseAddress, state: Sy
     retired = [old] if old else []
     state.dest_oid = localdb.database_oid(admin, dest.database)
     state.dest_horizon = horizon
-    with localdb.admin_connect(admin) as conn:
-        localdb.write_state(conn, snapshot, state)
+    # Same contents, so a snapshot from before content ids existed may be given one (and then a spare).
+    state.content_id = state.content_id or uuid.uuid4().hex
+    localdb.write_state_unless_replaced(admin, snapshot, state, started_from)
     retire(admin, retired, drop_retired, dest.database, spare)
     return disconnected, retired, taken is not None
 
@@ -95,6 +99,6 @@ def retire(admin: DatabaseAddress, names: list[str], how: str, target: str, spar
     if how == "now":
         localdb.drop_now(admin, names)
         if spare:
-            localdb.make_spare(localdb.admin_session(admin), target)
+            localdb.make_spare_logged(localdb.admin_session(admin), target)
     else:
         localdb.drop_in_background(admin, names, target if spare else None)
