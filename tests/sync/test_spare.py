@@ -209,3 +209,21 @@ def test_a_snapshot_from_before_content_ids_gets_one_and_a_spare(sync_servers, s
     execute(dest, "DELETE FROM app.cache")
     assert reset(dest, yes=True, drop_retired="now").from_spare
     assert_same(source, dest)
+
+
+def test_no_spare_is_made_when_the_disk_could_not_also_hold_the_next_sync(sync_servers, sync_options, monkeypatch):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    sync(source, dest, sync_options(anonymize=False, spare=False))
+    size = execute(admin, "SELECT pg_database_size(%s)", (localdb.snapshot_name(dest.database),))[0][0]
+    disk = localdb.shutil.disk_usage("/")
+    monkeypatch.setattr(localdb.shutil, "disk_usage", lambda path: disk._replace(free=2 * size))
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        outcome = localdb.make_spare(conn, dest.database)
+    assert outcome.startswith("skipped:") and "GB free on the server's disk" in outcome
+    assert spare_label(admin, dest.database) is None
+    execute(dest, "DELETE FROM app.cache")
+    assert not reset(dest, yes=True, drop_retired="now").from_spare  # the reset copies the snapshot instead
+    assert_same(source, dest)
+    monkeypatch.undo()
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        assert localdb.make_spare(conn, dest.database) == "made"

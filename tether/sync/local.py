@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -236,6 +237,27 @@ def _spare_label(conn: psycopg.Connection, spare: str) -> SpareLabel | None:
     return SpareLabel.from_comment(comment) if exists else None
 
 
+# After the spare is made, the disk must still hold this many more copies: the next sync builds a new one.
+SPARE_HEADROOM_COPIES = 2
+
+
+def _short_of_room(conn: psycopg.Connection, snapshot: str) -> str | None:
+    """Why the server's disk cannot take a spare and still a sync's build, or None (also when it cannot tell)."""
+    try:
+        size, data_directory = conn.execute("SELECT pg_database_size(%s), current_setting('data_directory')",
+                                            (snapshot,)).fetchone() or (0, None)
+    except psycopg.Error:
+        return None  # not a superuser: the spare is made; PostgreSQL reports a full disk clearly enough
+    if not data_directory or not os.path.isdir(data_directory):
+        return None  # the server's files are not on this machine's file system (a container, say)
+    free = shutil.disk_usage(data_directory).free
+    needed = (1 + SPARE_HEADROOM_COPIES) * int(size)
+    if free >= needed:
+        return None
+    return (f"{free / 1e9:.1f} GB free on the server's disk, {needed / 1e9:.1f} GB wanted (the spare and room for "
+            "two more copies); resets copy the snapshot instead")
+
+
 class _SnapshotMoved(Exception):
     """The copy no longer matches what the spare must hold (the text says why)."""
 
@@ -256,6 +278,9 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
         return "the spare is current"
     if label is not None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(spare)))
+    short = _short_of_room(conn, snapshot)
+    if short:
+        return f"skipped: {short}"
     work = scratch_name(target, SPARE_PURPOSE)
     try:
         horizon = _copy_database(conn, snapshot, work)
