@@ -227,3 +227,39 @@ def test_no_spare_is_made_when_the_disk_could_not_also_hold_the_next_sync(sync_s
     monkeypatch.undo()
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
         assert localdb.make_spare(conn, dest.database) == "made"
+
+
+def test_an_incremental_sync_brings_the_spare_up_to_date_instead_of_copying_the_snapshot(sync_servers, sync_options):
+    source, dest, admin = sync_servers.source_copy(), sync_servers.dest(), sync_servers.dest_admin
+    options = sync_options(anonymize=False)
+    sync(source, dest, options)
+    # A truncated-and-refilled table gets a new file in both copies: the bookkeeping must follow the working one.
+    execute(source, "BEGIN; TRUNCATE app.cache; INSERT INTO app.cache VALUES ('only', 'row'); COMMIT; "
+                    "UPDATE app.people SET full_name = 'changed' WHERE id = 3; "
+                    "SELECT setval('app.invoice_numbers', 5000)")
+    summary = sync(source, dest, options)
+    assert summary.mode == "incremental" and sorted(summary.changed_tables) == ["app.cache", "app.people"]
+    assert any("spare copy with the 2 changed tables" in note for note in summary.notes)
+    assert_same(source, dest)
+    assert execute(dest, "SELECT last_value FROM app.invoice_numbers") == [(5000,)]
+    assert execute(dest, "SELECT members FROM app.team_sizes ORDER BY team_id") == \
+        execute(source, "SELECT members FROM app.team_sizes ORDER BY team_id")
+    # Untouched since: kept as it is, not reset.
+    again = sync(source, dest, options)
+    assert (again.mode, again.notes) == ("unchanged", [])
+    # After a reset (a copy of the snapshot, whose files differ from that working copy's), the same holds.
+    execute(dest, "UPDATE app.people SET full_name = 'local'")
+    assert reset(dest, yes=True, drop_retired="now").from_spare
+    assert_same(source, dest)
+    again = sync(source, dest, options)
+    assert (again.mode, again.notes) == ("unchanged", [])
+    assert spare_label(admin, dest.database).content_id == current_content(admin, dest.database)
+
+
+def test_without_a_current_spare_an_incremental_sync_copies_the_snapshot(sync_servers, sync_options):
+    source, dest = sync_servers.source_copy(), sync_servers.dest()
+    sync(source, dest, sync_options(anonymize=False, spare=False))
+    execute(source, "INSERT INTO app.log_lines (line) VALUES ('new')")
+    summary = sync(source, dest, sync_options(anonymize=False))
+    assert summary.mode == "incremental" and not any("spare" in note for note in summary.notes)
+    assert_same(source, dest)

@@ -169,6 +169,26 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
     return CopyResult(copy.name, source.rows, total, time.perf_counter() - started)
 
 
+def copy_between(src: psycopg.Connection, dst: psycopg.Connection, table: sql.Composable,
+                 columns: sql.Composable) -> int:
+    """Binary COPY of ``table`` from one local database to another (both in their open transactions); its rows."""
+    source = SourceRows(src, sql.SQL("COPY {} ({}) TO STDOUT (FORMAT BINARY)").format(table, columns).as_bytes(src))
+    with dst.cursor() as in_cursor:
+        with in_cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as into:
+            batch = bytearray()
+            for data in source:
+                batch += data
+                if len(batch) >= WRITE_BATCH:
+                    into.write(batch)
+                    batch = bytearray()
+            if batch:
+                into.write(batch)
+        stored = in_cursor.rowcount
+    if stored != source.rows:
+        raise TetherError(f"Copying {table.as_string(dst)} locally: {source.rows} rows read, {stored} stored.")
+    return stored
+
+
 class SourceError(Exception):
     """The source ended a COPY with an error (its message is the exception's text)."""
 

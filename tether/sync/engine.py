@@ -48,7 +48,7 @@ from tether.sync.catalog import (
     table_sizes,
     with_sizes,
 )
-from tether.sync.copy import CopyResult, CopySettings, copy_table, copy_tables
+from tether.sync.copy import CopyResult, CopySettings, copy_between, copy_table, copy_tables
 from tether.sync.incremental import (
     STATE_VERSION,
     Fingerprint,
@@ -484,8 +484,77 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
     summary.mode = "incremental"
     progress.phase(f"{len(changed)} of {len(relations)} tables changed: copying them into the snapshot")
     copies = [copy for copy in plan.copies if copy.name in set(changed)]
-    state = _update_snapshot(context, snap, previous, copies, sequences, tables)
+    # The spare holds the previous snapshot: claimed now, it needs only the changed tables, not a whole copy.
+    claimed = localdb.take_spare(context.admin, context.dest.database, previous) if context.options.spare else None
+    try:
+        state = _update_snapshot(context, snap, previous, copies, sequences, tables)
+    except BaseException:
+        if claimed:
+            _drop_quietly(context, [claimed[0]])
+        raise
+    if claimed and _install_updated_spare(context, claimed[0], copies, state):
+        return
     _install_working_copy(context, state, [])
+
+
+def _install_updated_spare(context: _Context, work: str, copies: list[TableCopy], state: SyncState) -> bool:
+    """Bring the claimed spare up to the new snapshot and swap it in; False (and dropped) if that failed."""
+    progress, phases, summary = context.progress, context.phases, context.summary
+    dest = context.dest.database
+    progress.phase(f"copying the {len(copies)} changed tables into the spare copy, to become {dest!r}")
+    try:
+        with phases("working copy"):
+            horizon, relfilenodes = _refresh_copy(context, work, copies, state)
+        with phases("swap"):
+            summary.sessions_disconnected, old = swap_names(context.admin, work, dest)
+    except (psycopg.Error, TetherError) as error:
+        _drop_quietly(context, [work])
+        reason = error.message if isinstance(error, TetherError) else " ".join(str(error).split())
+        summary.notes.append(f"the spare copy could not be brought up to date ({reason}); copied the snapshot")
+        return False
+    except BaseException:
+        _drop_quietly(context, [work])
+        raise
+    state.local_relfilenodes = relfilenodes
+    state.dest_oid = localdb.database_oid(context.admin, dest)
+    state.dest_horizon = horizon
+    summary.notes.append(f"{dest!r} is the spare copy with the {len(copies)} changed tables copied in (no copy of "
+                         "the whole snapshot)")
+    with localdb.admin_connect(context.admin) as conn:
+        localdb.write_state(conn, context.snapshot_db, state)
+    if summary.sessions_disconnected:
+        progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
+    retire(context.admin, [old] if old else [], context.options.drop_retired, dest, context.options.spare)
+    return True
+
+
+def _refresh_copy(context: _Context, work: str, copies: list[TableCopy], state: SyncState) -> tuple[
+        int, dict[str, int]]:
+    """Give a copy of the previous snapshot the new snapshot's rows, in one transaction: (horizon, relfilenodes)."""
+    views = _populated_views(context)
+    localdb.allow_connections(context.admin, context.snapshot_db, True)
+    try:
+        with connect_local(context.dest.with_database(work)) as conn, \
+                connect_local(context.dest.with_database(context.snapshot_db)) as snapshot:
+            with conn.transaction():
+                conn.execute("SET LOCAL session_replication_role = replica")
+                _clear_tables(context, conn, copies)
+                for copy in copies:
+                    rows = copy_between(snapshot, conn, copy.relation.identifier, copy.column_list())
+                    if rows != state.local_rows.get(copy.name):
+                        raise TetherError(f"{copy.name} has {rows} rows in the spare copy but "
+                                          f"{state.local_rows.get(copy.name)} in the snapshot")
+                if views:
+                    refresh_materialized_views(conn, views)
+                apply_sequences(conn, state.sequences, local_sequences(conn))
+                if context.options.analyze:
+                    for relation in [copy.relation for copy in copies] + views:
+                        conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier))
+            horizon = localdb.local_horizon(conn)
+            relfilenodes = {name: relation.relfilenode for name, relation in local_relations(conn).items()}
+    finally:
+        localdb.allow_connections(context.admin, context.snapshot_db, False)
+    return horizon, relfilenodes
 
 
 def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncState, copies: list[TableCopy],
@@ -736,8 +805,9 @@ def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableS
                      source_url=context.source.masked_url(), synced_at=now_iso(), horizon=snap.xids.xmin,
                      xmax=snap.xids.xmax, schema_digest=context.schema_digest,
                      options_digest=context.options_digest, catalog_digest=context.catalog_digest,
-                     tables=tables, sequences=sequences, local_relfilenodes=relfilenodes, local_rows=local_rows,
-                     local_catalog_rows=catalogs, content_id=uuid.uuid4().hex)
+                     tables=tables, sequences=sequences, local_relfilenodes=relfilenodes,
+                     snapshot_relfilenodes=relfilenodes, local_rows=local_rows, local_catalog_rows=catalogs,
+                     content_id=uuid.uuid4().hex)
 
 
 def _install(context: _Context, built: str, state: SyncState) -> None:
@@ -764,6 +834,7 @@ def _install_working_copy(context: _Context, state: SyncState, retired: list[str
         raise
     if old:
         retired = [*retired, old]
+    state.local_relfilenodes = state.snapshot_files()
     state.dest_oid = localdb.database_oid(context.admin, dest)
     state.dest_horizon = horizon
     with localdb.admin_connect(context.admin) as conn:

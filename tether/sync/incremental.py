@@ -60,7 +60,9 @@ class SyncState:
     catalog_digest: str
     tables: dict[str, TableState]
     sequences: dict[str, list[Any]]  # name -> [value, is_called]
-    local_relfilenodes: dict[str, int] = field(default_factory=dict)  # every local table and matview
+    local_relfilenodes: dict[str, int] = field(default_factory=dict)  # every table and matview of the working db
+    snapshot_relfilenodes: dict[str, int] = field(default_factory=dict)  # the snapshot's own (copies share them); a
+    # working database made from the spare brought up to date differs where tables were emptied. Empty: the same.
     local_rows: dict[str, int] = field(default_factory=dict)
     local_catalog_rows: dict[str, int] = field(default_factory=dict)
     dest_oid: int | None = None  # the working database made from the snapshot, and the local horizon then
@@ -68,6 +70,10 @@ class SyncState:
     sequences_in_snapshot: bool = True  # False once a re-sync found only sequences changed (set on resets)
     content_id: str = ""  # new whenever the snapshot's contents change; a spare copy names the one it holds
     version: int = STATE_VERSION
+
+    def snapshot_files(self) -> dict[str, int]:
+        """The relfilenodes a copy of the snapshot (a reset, a spare) has."""
+        return self.snapshot_relfilenodes or self.local_relfilenodes
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

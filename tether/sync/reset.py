@@ -79,6 +79,7 @@ def reset_from_snapshot(admin: DatabaseAddress, dest: DatabaseAddress, state: Sy
         localdb.drop_now(admin, [work])
         raise
     retired = [old] if old else []
+    state.local_relfilenodes = state.snapshot_files()
     state.dest_oid = localdb.database_oid(admin, dest.database)
     state.dest_horizon = horizon
     # Same contents, so a snapshot from before content ids existed may be given one (and then a spare).
