@@ -8,6 +8,7 @@ import time
 import psycopg
 from psycopg import sql
 
+from tether.sync import engine
 from tether.sync import local as localdb
 from tether.sync.engine import sync
 from tether.sync.reset import reset, reset_from_snapshot
@@ -84,8 +85,8 @@ def test_a_copy_made_while_the_snapshot_changed_is_thrown_away(sync_servers, syn
     assert spare_label(admin, dest.database) is None
     copy = localdb._copy_database
 
-    def copy_then_sync_lands(conn, template, name):
-        horizon = copy(conn, template, name)
+    def copy_then_sync_lands(conn, template, name, **options):
+        horizon = copy(conn, template, name, **options)
         state = localdb._read_state(conn, template)
         assert state is not None
         state.content_id = "a-newer-sync"  # what a sync installing a new snapshot meanwhile leaves
@@ -261,4 +262,25 @@ def test_without_a_current_spare_an_incremental_sync_copies_the_snapshot(sync_se
     execute(source, "INSERT INTO app.log_lines (line) VALUES ('new')")
     summary = sync(source, dest, sync_options(anonymize=False))
     assert summary.mode == "incremental" and not any("spare" in note for note in summary.notes)
+    assert_same(source, dest)
+
+
+def test_a_reset_during_an_incremental_sync_still_renames_the_spare_in(sync_servers, sync_options, monkeypatch):
+    source, dest = sync_servers.source_copy(), sync_servers.dest()
+    options = sync_options(anonymize=False)
+    sync(source, dest, options)
+    execute(source, "INSERT INTO app.log_lines (line) VALUES ('new')")
+    resets: list[tuple[bool, float]] = []
+    copy_table = engine.copy_table
+
+    def copy_while_someone_resets(*args, **kwargs):
+        if not resets:  # the sync is filling the snapshot (connected to it) right now
+            started = time.monotonic()
+            resets.append((reset(dest, yes=True, drop_retired="now").from_spare, time.monotonic() - started))
+        return copy_table(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "copy_table", copy_while_someone_resets)
+    summary = sync(source, dest, options)
+    assert summary.mode == "incremental"
+    assert resets and resets[0][0] and resets[0][1] < 10
     assert_same(source, dest)

@@ -114,7 +114,9 @@ def _clone_data_name(state_dir: Path) -> str:
     else:
         name = os.urandom(6).hex()
     state_dir.mkdir(parents=True, exist_ok=True)
-    remembered.write_text(name + "\n")
+    partial = remembered.with_suffix(".tmp")
+    partial.write_text(name + "\n")
+    os.replace(partial, remembered)  # never a half-written name: it says where the servers' data lives
     return name
 
 

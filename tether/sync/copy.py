@@ -174,15 +174,18 @@ def copy_between(src: psycopg.Connection, dst: psycopg.Connection, table: sql.Co
     """Binary COPY of ``table`` from one local database to another (both in their open transactions); its rows."""
     source = SourceRows(src, sql.SQL("COPY {} ({}) TO STDOUT (FORMAT BINARY)").format(table, columns).as_bytes(src))
     with dst.cursor() as in_cursor:
-        with in_cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as into:
-            batch = bytearray()
-            for data in source:
-                batch += data
-                if len(batch) >= WRITE_BATCH:
+        try:
+            with in_cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as into:
+                batch = bytearray()
+                for data in source:
+                    batch += data
+                    if len(batch) >= WRITE_BATCH:
+                        into.write(batch)
+                        batch = bytearray()
+                if batch:
                     into.write(batch)
-                    batch = bytearray()
-            if batch:
-                into.write(batch)
+        except SourceError as error:
+            raise TetherError(f"Reading {table.as_string(dst)} locally failed: {error}") from None
         stored = in_cursor.rowcount
     if stored != source.rows:
         raise TetherError(f"Copying {table.as_string(dst)} locally: {source.rows} rows read, {stored} stored.")

@@ -484,14 +484,11 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
     summary.mode = "incremental"
     progress.phase(f"{len(changed)} of {len(relations)} tables changed: copying them into the snapshot")
     copies = [copy for copy in plan.copies if copy.name in set(changed)]
-    # The spare holds the previous snapshot: claimed now, it needs only the changed tables, not a whole copy.
-    claimed = localdb.take_spare(context.admin, context.dest.database, previous) if context.options.spare else None
-    try:
-        state = _update_snapshot(context, snap, previous, copies, sequences, tables)
-    except BaseException:
-        if claimed:
-            _drop_quietly(context, [claimed[0]])
-        raise
+    state = _update_snapshot(context, snap, previous, copies, sequences, tables)
+    # The spare still holds the previous snapshot: it needs only the changed tables, not a whole copy. (Claimed
+    # only now: until the snapshot is updated, a db.reset may still want it.)
+    claimed = (localdb.take_spare(context.admin, context.dest.database, state, holding=previous.content_id)
+               if context.options.spare else None)
     if claimed and _install_updated_spare(context, claimed[0], copies, state):
         return
     _install_working_copy(context, state, [])

@@ -198,10 +198,10 @@ def copy_database(admin: DatabaseAddress, template: str, name: str) -> int:
         return _copy_database(conn, template, name)
 
 
-def _copy_database(conn: psycopg.Connection, template: str, name: str) -> int:
+def _copy_database(conn: psycopg.Connection, template: str, name: str, attempts: int = 20) -> int:
     _compress_wal(conn)
     horizon = local_horizon(conn)
-    for attempt in range(20):
+    for attempt in range(attempts):
         try:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(template)))
@@ -283,13 +283,18 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
         return f"skipped: {short}"
     work = scratch_name(target, SPARE_PURPOSE)
     try:
-        horizon = _copy_database(conn, snapshot, work)
+        try:
+            # One try (PostgreSQL waits up to 5 s for other sessions to leave): a sync using the snapshot makes
+            # the next spare itself when it is done.
+            horizon = _copy_database(conn, snapshot, work, attempts=1)
+        except TetherError:
+            raise _SnapshotMoved("skipped: the snapshot is in use (a running sync makes the next spare)") from None
         with conn.transaction():
             now = _read_state(conn, snapshot)
             if now is None or now.content_id != state.content_id:
-                raise _SnapshotMoved("the snapshot changed while it was copied")
+                raise _SnapshotMoved("discarded the copy: the snapshot changed while it was copied")
             if _spare_label(conn, spare) is not None:
-                raise _SnapshotMoved("another spare was made meanwhile")
+                raise _SnapshotMoved("discarded the copy: another spare was made meanwhile")
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 sql.Identifier(work), sql.Literal(SpareLabel(state.content_id, horizon).to_json())))
             conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(work)))
@@ -299,7 +304,7 @@ def make_spare(conn: psycopg.Connection, target: str) -> str:
         with contextlib.suppress(psycopg.Error):
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(work)))
         if isinstance(error, _SnapshotMoved):
-            return f"discarded the copy: {error}"
+            return str(error)
         raise
     return "made"
 
@@ -320,9 +325,15 @@ def _log(line: str) -> None:
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
 
-def take_spare(admin: DatabaseAddress, target: str, state: SyncState) -> tuple[str, int] | None:
-    """Claim the spare for a reset if it holds ``state``'s snapshot: (its new scratch name, its horizon)."""
-    if not state.content_id:
+def take_spare(admin: DatabaseAddress, target: str, state: SyncState,
+               holding: str | None = None) -> tuple[str, int] | None:
+    """Claim the spare if it holds ``holding`` (default: ``state``'s contents) while the snapshot holds ``state``'s.
+
+    Returns (the spare's new scratch name, its horizon), or None. A reset claims a spare of the snapshot as it
+    is; an incremental sync, one of the snapshot it has just updated (the spare then gets the changed tables).
+    """
+    wanted = state.content_id if holding is None else holding
+    if not state.content_id or not wanted:
         return None
     spare, work = spare_name(target), scratch_name(target, "reset")
     with admin_connect(admin) as conn:
@@ -330,7 +341,8 @@ def take_spare(admin: DatabaseAddress, target: str, state: SyncState) -> tuple[s
             with conn.transaction():
                 label = _spare_label(conn, spare)
                 current = _read_state(conn, snapshot_name(target))  # not the one read before the prompt
-                if label is None or current is None or not label.content_id == current.content_id == state.content_id:
+                if label is None or current is None or (label.content_id, current.content_id) != (
+                        wanted, state.content_id):
                     return None
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(spare),
                                                                               sql.Identifier(work)))
