@@ -14,6 +14,8 @@ import psycopg
 import pytest
 
 from tether.errors import Refused, TetherError
+from tether.native import postgres as native_pg
+from tether.processes import pid_exists
 from tether.sync.engine import sync
 from tether.sync.local import snapshot_name, spare_name
 from tether.sync.reset import reset
@@ -263,3 +265,24 @@ def test_replaced_databases_are_dropped_in_the_background(sync_servers, isolated
     assert database_names(sync_servers.dest_admin, name) == []
     log = isolated_project / ".runtime" / "sync" / "reaper.log"
     assert log.exists() and "could not drop" not in log.read_text()
+
+
+def test_a_local_crash_that_empties_unlogged_tables_makes_the_next_sync_full(sync_servers, sync_options,
+                                                                              pg_server_factory):
+    source, local = sync_servers.source_copy(), pg_server_factory()
+    dest = local.admin.with_database("dev_crashed")
+    options = sync_options(anonymize=False)
+    sync(source, dest, options)
+    assert execute(dest, "SELECT count(*) FROM app.cache") == execute(source, "SELECT count(*) FROM app.cache")
+    pid = native_pg.running_pid(local.server)
+    assert pid is not None
+    os.kill(pid, signal.SIGQUIT)  # an immediate shutdown, as after a crash: recovery runs at the next start
+    deadline = time.monotonic() + 30
+    while pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    native_pg.start(local.server)
+    assert execute(dest, "SELECT count(*) FROM app.cache") == [(0,)]  # PostgreSQL emptied it, in the snapshot too
+
+    summary = sync(source, dest, options)
+    assert summary.mode == "full" and "unlogged tables" in summary.notes[0] and "app.cache" in summary.notes[0]
+    assert_same(source, dest)

@@ -294,7 +294,26 @@ def _full_sync_reason(context: _Context, previous: SyncState | None, snap: Sourc
         return "the table selection or anonymization rules changed"
     if window_condition(snap.xids, previous.horizon) is None:
         return "too many transactions ran on the source since the last sync"
+    emptied = _unlogged_tables_emptied(context, previous)
+    if emptied:
+        return (f"the local server emptied unlogged tables of the snapshot ({', '.join(emptied[:3])}), as "
+                "PostgreSQL does after a crash")
     return None
+
+
+def _unlogged_tables_emptied(context: _Context, previous: SyncState) -> list[str]:
+    """Unlogged tables whose rows the snapshot should hold but does not (counted: they are usually small)."""
+    names = {copy.name for copy in context.plan.copies
+             if copy.relation.persistence == "u" and previous.local_rows.get(copy.name)}
+    if not names:
+        return []
+    localdb.allow_connections(context.admin, context.snapshot_db, True)
+    try:
+        with connect_local(context.dest.with_database(context.snapshot_db)) as conn:
+            counted = _count_rows(conn, local_relations(conn), lambda name: name in names)
+    finally:
+        localdb.allow_connections(context.admin, context.snapshot_db, False)
+    return sorted(name for name in names if counted.get(name) != previous.local_rows[name])
 
 
 def _scratch_address(context: _Context, name: str) -> DatabaseAddress:
