@@ -307,13 +307,25 @@ def _unlogged_tables_emptied(context: _Context, previous: SyncState) -> list[str
              if copy.relation.persistence == "u" and previous.local_rows.get(copy.name)}
     if not names:
         return []
+    with _snapshot_session(context) as conn:
+        counted = _count_rows(conn, local_relations(conn), lambda name: name in names)
+    return sorted(name for name in names if counted.get(name) != previous.local_rows[name])
+
+
+@contextmanager
+def _snapshot_session(context: _Context) -> Iterator[psycopg.Connection]:
+    """A session on the snapshot, which admits connections only while the sync holds one."""
     localdb.allow_connections(context.admin, context.snapshot_db, True)
     try:
         with connect_local(context.dest.with_database(context.snapshot_db)) as conn:
-            counted = _count_rows(conn, local_relations(conn), lambda name: name in names)
+            yield conn
     finally:
         localdb.allow_connections(context.admin, context.snapshot_db, False)
-    return sorted(name for name in names if counted.get(name) != previous.local_rows[name])
+
+
+def _analyze(conn: psycopg.Connection, relations: list[Relation]) -> None:
+    for relation in relations:
+        conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier))
 
 
 def _scratch_address(context: _Context, name: str) -> DatabaseAddress:
@@ -531,16 +543,9 @@ def _install_updated_spare(context: _Context, work: str, copies: list[TableCopy]
     except BaseException:
         _drop_quietly(context, [work])
         raise
-    state.local_relfilenodes = relfilenodes
-    state.dest_oid = localdb.database_oid(context.admin, dest)
-    state.dest_horizon = horizon
     summary.notes.append(f"{dest!r} is the spare copy with the {len(copies)} changed tables copied in (no copy of "
                          "the whole snapshot)")
-    with localdb.admin_connect(context.admin) as conn:
-        localdb.write_state(conn, context.snapshot_db, state)
-    if summary.sessions_disconnected:
-        progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
-    retire(context.admin, [old] if old else [], context.options.drop_retired, dest, context.options.spare)
+    _installed(context, state, relfilenodes, horizon, [old] if old else [])
     return True
 
 
@@ -548,28 +553,22 @@ def _refresh_copy(context: _Context, work: str, copies: list[TableCopy], state: 
         int, dict[str, int]]:
     """Give a copy of the previous snapshot the new snapshot's rows, in one transaction: (horizon, relfilenodes)."""
     views = _populated_views(context)
-    localdb.allow_connections(context.admin, context.snapshot_db, True)
-    try:
-        with connect_local(context.dest.with_database(work)) as conn, \
-                connect_local(context.dest.with_database(context.snapshot_db)) as snapshot:
-            with conn.transaction():
-                conn.execute("SET LOCAL session_replication_role = replica")
-                _clear_tables(context, conn, copies)
-                for copy in copies:
-                    rows = copy_between(snapshot, conn, copy.relation.identifier, copy.column_list())
-                    if rows != state.local_rows.get(copy.name):
-                        raise TetherError(f"{copy.name} has {rows} rows in the spare copy but "
-                                          f"{state.local_rows.get(copy.name)} in the snapshot")
-                if views:
-                    refresh_materialized_views(conn, views)
-                apply_sequences(conn, state.sequences, local_sequences(conn))
-                if context.options.analyze:
-                    for relation in [copy.relation for copy in copies] + views:
-                        conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier))
-            horizon = localdb.local_horizon(conn)
-            relfilenodes = {name: relation.relfilenode for name, relation in local_relations(conn).items()}
-    finally:
-        localdb.allow_connections(context.admin, context.snapshot_db, False)
+    with connect_local(context.dest.with_database(work)) as conn, _snapshot_session(context) as snapshot:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            _clear_tables(context, conn, copies)
+            for copy in copies:
+                rows = copy_between(snapshot, conn, copy.relation.identifier, copy.column_list())
+                if rows != state.local_rows.get(copy.name):
+                    raise TetherError(f"{copy.name} has {rows} rows in the spare copy but "
+                                      f"{state.local_rows.get(copy.name)} in the snapshot")
+            if views:
+                refresh_materialized_views(conn, views)
+            apply_sequences(conn, state.sequences, local_sequences(conn))
+            if context.options.analyze:
+                _analyze(conn, [copy.relation for copy in copies] + views)
+        horizon = localdb.local_horizon(conn)
+        relfilenodes = {name: relation.relfilenode for name, relation in local_relations(conn).items()}
     return horizon, relfilenodes
 
 
@@ -582,51 +581,45 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
     database is then made again from it (one database copy instead of two).
     """
     phases, summary = context.phases, context.summary
-    snapshot = context.dest.with_database(context.snapshot_db)
     settings = CopySettings(jobs=1, salt=context.salt, freeze=False)
     views = _populated_views(context)
-    localdb.allow_connections(context.admin, context.snapshot_db, True)
-    try:
-        with connect_local(snapshot) as conn, connect_source(context.source) as src:
-            join_snapshot(src, snap.snapshot_id)
-            src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
-            with conn.transaction():
-                conn.execute("SET LOCAL session_replication_role = replica")
-                with phases("clear changed"):
-                    _clear_tables(context, conn, copies)
-                results: dict[str, CopyResult] = {}
-                with phases("data"):
-                    context.progress.start_tables(len(copies))
-                    try:
-                        for copy in copies:
-                            results[copy.name] = copy_table(src, conn, copy, settings, context.progress.advance_table)
-                            context.progress.finish_table(copy.name, results[copy.name].rows,
-                                                          results[copy.name].bytes)
-                    finally:
-                        context.progress.stop_tables()
-                src.execute("ROLLBACK")
-                if views:
-                    with phases("materialized views"):
-                        summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
-                with phases("sequences"):
-                    apply_sequences(conn, sequences, local_sequences(conn))
-                if context.options.analyze:
-                    with phases("analyze"):
-                        for relation in [copy.relation for copy in copies] + views:
-                            conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier))
-                relations = local_relations(conn)
-                with phases("verify"):
-                    counted = _count_rows(conn, relations, lambda name: name in results or name not in
-                                          previous.local_rows or name in {view.qualified for view in views})
-                local_rows = _check_counts(context, relations, counted, results, previous)
-                relfilenodes = {name: relation.relfilenode for name, relation in relations.items()}
-                catalogs = {name: rows for name, (rows, _) in catalog_rows(conn, None).items()}
-                state = _new_state(context, snap, tables, sequences, local_rows, relfilenodes, catalogs)
-                # In the same transaction as the rows: the snapshot never holds contents its state (and the
-                # content id a spare copy is labelled with) does not describe, even for an instant.
-                localdb.write_state(conn, context.snapshot_db, state)
-    finally:
-        localdb.allow_connections(context.admin, context.snapshot_db, False)
+    with _snapshot_session(context) as conn, connect_source(context.source) as src:
+        join_snapshot(src, snap.snapshot_id)
+        src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            with phases("clear changed"):
+                _clear_tables(context, conn, copies)
+            results: dict[str, CopyResult] = {}
+            with phases("data"):
+                context.progress.start_tables(len(copies))
+                try:
+                    for copy in copies:
+                        results[copy.name] = copy_table(src, conn, copy, settings, context.progress.advance_table)
+                        context.progress.finish_table(copy.name, results[copy.name].rows,
+                                                      results[copy.name].bytes)
+                finally:
+                    context.progress.stop_tables()
+            src.execute("ROLLBACK")
+            if views:
+                with phases("materialized views"):
+                    summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
+            with phases("sequences"):
+                apply_sequences(conn, sequences, local_sequences(conn))
+            if context.options.analyze:
+                with phases("analyze"):
+                    _analyze(conn, [copy.relation for copy in copies] + views)
+            relations = local_relations(conn)
+            with phases("verify"):
+                counted = _count_rows(conn, relations, lambda name: name in results or name not in
+                                      previous.local_rows or name in {view.qualified for view in views})
+            local_rows = _check_counts(context, relations, counted, results, previous)
+            relfilenodes = {name: relation.relfilenode for name, relation in relations.items()}
+            catalogs = {name: rows for name, (rows, _) in catalog_rows(conn, None).items()}
+            state = _new_state(context, snap, tables, sequences, local_rows, relfilenodes, catalogs)
+            # In the same transaction as the rows: the snapshot never holds contents its state (and the
+            # content id a spare copy is labelled with) does not describe, even for an instant.
+            localdb.write_state(conn, context.snapshot_db, state)
     summary.tables_copied = len(results)
     summary.rows_copied = sum(result.rows for result in results.values())
     summary.bytes_copied = sum(result.bytes for result in results.values())
@@ -763,7 +756,7 @@ def _finish_local(context: _Context, target: DatabaseAddress, sequences: dict[st
         with phases("analyze"):
             run_parallel(((relation.qualified, relation) for relation in targets),
                          lambda: connect_local(target),
-                         lambda conn, relation: conn.execute(sql.SQL("ANALYZE {}").format(relation.identifier)),
+                         lambda conn, relation: _analyze(conn, [relation]),
                          context.options.jobs)
 
 
@@ -848,13 +841,18 @@ def _install_working_copy(context: _Context, state: SyncState, retired: list[str
     except BaseException:
         _drop_quietly(context, [work])
         raise
-    if old:
-        retired = [*retired, old]
-    state.local_relfilenodes = state.snapshot_files()
+    _installed(context, state, state.snapshot_files(), horizon, [*retired, old] if old else retired)
+
+
+def _installed(context: _Context, state: SyncState, relfilenodes: dict[str, int], horizon: int,
+               retired: list[str]) -> None:
+    """Record the new working database in the snapshot's state, then retire what it replaced."""
+    dest, summary = context.dest.database, context.summary
+    state.local_relfilenodes = relfilenodes
     state.dest_oid = localdb.database_oid(context.admin, dest)
     state.dest_horizon = horizon
     with localdb.admin_connect(context.admin) as conn:
         localdb.write_state(conn, context.snapshot_db, state)
     if summary.sessions_disconnected:
-        progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
+        context.progress.phase(f"disconnected {summary.sessions_disconnected} session(s) from {dest!r}")
     retire(context.admin, retired, context.options.drop_retired, dest, context.options.spare)
