@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import Copy, pq, sql
 
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
@@ -138,26 +138,11 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
         # COPY FREEZE needs the table to be new or emptied in this transaction; frozen rows spare the
         # first reader from setting hint bits on every page (and writing them all out again).
         dst.execute(sql.SQL("TRUNCATE ONLY {}").format(copy.relation.identifier))
-    total = 0
     source = SourceRows(src, copy.copy_out().as_bytes(src))
     with dst.cursor() as in_cursor:
         try:
             with in_cursor.copy(copy.copy_in(freeze)) as into:
-                batch = bytearray()
-                reported = 0
-                for data in source:
-                    batch += data
-                    if len(batch) >= WRITE_BATCH:
-                        into.write(batch)
-                        total += len(batch)
-                        batch = bytearray()
-                        if total - reported >= 4 * WRITE_BATCH:
-                            advance(copy.name, total - reported, source.rows_read)
-                            reported = total
-                if batch:
-                    into.write(batch)
-                    total += len(batch)
-                advance(copy.name, total - reported, source.rows_read)
+                total = _pour(source, into, lambda written: advance(copy.name, written, source.rows_read))
         except psycopg.Error as error:
             raise TetherError(f"Copying {copy.name} failed: {' '.join(str(error).split())}") from None
         except SourceError as error:
@@ -169,6 +154,29 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
     return CopyResult(copy.name, source.rows, total, time.perf_counter() - started)
 
 
+def _pour(source: SourceRows, into: Copy, report: Callable[[int], None] = lambda _: None) -> int:
+    """Write the rows into ``into`` in batches of WRITE_BATCH bytes; returns the bytes written.
+
+    ``report(bytes written since the last report)`` is called every few batches and once at the end.
+    """
+    total = reported = 0
+    batch = bytearray()
+    for data in source:
+        batch += data
+        if len(batch) >= WRITE_BATCH:
+            into.write(batch)
+            total += len(batch)
+            batch = bytearray()
+            if total - reported >= 4 * WRITE_BATCH:
+                report(total - reported)
+                reported = total
+    if batch:
+        into.write(batch)
+        total += len(batch)
+    report(total - reported)
+    return total
+
+
 def copy_between(src: psycopg.Connection, dst: psycopg.Connection, table: sql.Composable,
                  columns: sql.Composable) -> int:
     """Binary COPY of ``table`` from one local database to another (both in their open transactions); its rows."""
@@ -176,14 +184,7 @@ def copy_between(src: psycopg.Connection, dst: psycopg.Connection, table: sql.Co
     with dst.cursor() as in_cursor:
         try:
             with in_cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as into:
-                batch = bytearray()
-                for data in source:
-                    batch += data
-                    if len(batch) >= WRITE_BATCH:
-                        into.write(batch)
-                        batch = bytearray()
-                if batch:
-                    into.write(batch)
+                _pour(source, into)
         except SourceError as error:
             raise TetherError(f"Reading {table.as_string(dst)} locally failed: {error}") from None
         stored = in_cursor.rowcount
