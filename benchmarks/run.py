@@ -319,13 +319,7 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
 
     if full and full.status not in (FAILED, NOT_AVAILABLE):
         bench.before_run(create=LOCAL_DB)
-        try:
-            seconds, stdout = bench.run(sync_plan, f"sync-full-{round_number}")
-            full.details["summary"] = _sync_details(stdout)
-            _finish_run(bench, full, seconds, LOCAL_DB, progress)
-        except TetherError as error:
-            _record_failure(full, error, bench)
-            progress(f"{full.method.label}: FAILED ({full.reason})")
+        _run_tether(bench, full, sync_plan, f"sync-full-{round_number}", progress)
     if not full or full.status != OK:
         for dependent in (again, reset):
             if dependent and dependent.status == OK:
@@ -334,22 +328,25 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
         return
     if again and again.status == OK:
         servers.checkpoint(bench.dest.admin)
-        try:
-            seconds, stdout = bench.run(sync_plan, f"sync-again-{round_number}")
-            again.details["summary"] = _sync_details(stdout)
-            _finish_run(bench, again, seconds, LOCAL_DB, progress)
-        except TetherError as error:
-            _record_failure(again, error, bench)
-            progress(f"{again.method.label}: FAILED ({again.reason})")
+        _run_tether(bench, again, sync_plan, f"sync-again-{round_number}", progress)
     if reset and reset.status == OK:
         _break_local_data(local)
         servers.checkpoint(bench.dest.admin)
-        try:
-            seconds, _ = bench.run(db_reset_plan(local, bench.passfile, tasks_root(), env), f"reset-{round_number}")
-            _finish_run(bench, reset, seconds, LOCAL_DB, progress)
-        except TetherError as error:
-            _record_failure(reset, error, bench)
-            progress(f"{reset.method.label}: FAILED ({reset.reason})")
+        _run_tether(bench, reset, db_reset_plan(local, bench.passfile, tasks_root(), env), f"reset-{round_number}",
+                    progress, sync_summary=False)
+
+
+def _run_tether(bench: Bench, result: MethodResult, plan: Plan, name: str, progress: Progress,
+                sync_summary: bool = True) -> None:
+    """One timed tether command into the local database; a sync's --json summary is kept with the result."""
+    try:
+        seconds, stdout = bench.run(plan, name)
+        if sync_summary:
+            result.details["summary"] = _sync_details(stdout)
+        _finish_run(bench, result, seconds, LOCAL_DB, progress)
+    except TetherError as error:
+        _record_failure(result, error, bench)
+        progress(f"{result.method.label}: FAILED ({result.reason})")
 
 
 def _break_local_data(local: DatabaseAddress) -> None:
