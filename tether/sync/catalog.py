@@ -28,8 +28,23 @@ class Column:
     user_type: bool  # a user-defined type, or an array of one: its binary form names server-specific OIDs
 
 
+class _SchemaObject:
+    """What tables and sequences share: a schema-qualified name."""
+
+    schema: str
+    name: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
 @dataclass(frozen=True)
-class Relation:
+class Relation(_SchemaObject):
     oid: int
     schema: str
     name: str
@@ -41,14 +56,6 @@ class Relation:
     populated: bool
     columns: tuple[Column, ...] = ()
     bytes: int = 0
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def identifier(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
 
     @property
     def has_storage(self) -> bool:
@@ -65,21 +72,13 @@ class Relation:
 
 
 @dataclass(frozen=True)
-class Sequence:
+class Sequence(_SchemaObject):
     oid: int
     schema: str
     name: str
     readable: bool
     owner_table: int | None
     owner_column: str | None
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    @property
-    def identifier(self) -> sql.Identifier:
-        return sql.Identifier(self.schema, self.name)
 
 
 @dataclass(frozen=True)
