@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 _LISTEN = "0A"
@@ -33,8 +34,19 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
-def port_owner(port: int) -> str | None:
-    """``"redis-server (pid 1234)"`` for the process listening on ``port``, when /proc lets us see it."""
+@dataclass(frozen=True)
+class PortOwner:
+    pid: int
+    name: str
+    directory: str | None  # its working directory: a PostgreSQL or Redis server runs in its data directory
+
+    def describe(self) -> str:
+        where = f", running in {self.directory}" if self.directory else ""
+        return f"{self.name} (pid {self.pid}{where})"
+
+
+def port_owner(port: int) -> PortOwner | None:
+    """The process listening on ``port``, when /proc lets us see it (None: nobody, or hidden from this user)."""
     inodes = _listening_inodes(port)
     if not inodes:
         return None
@@ -44,8 +56,14 @@ def port_owner(port: int) -> str | None:
         try:
             for fd in os.listdir(fd_dir):
                 if os.readlink(f"{fd_dir}/{fd}") in targets:
-                    name = Path(f"/proc/{pid}/comm").read_text().strip()
-                    return f"{name} (pid {pid})"
+                    return PortOwner(int(pid), Path(f"/proc/{pid}/comm").read_text().strip(), _directory(pid))
         except OSError:
             continue
-    return "another process (its owner is not visible to this user)"
+    return None
+
+
+def _directory(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None

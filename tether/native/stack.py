@@ -182,11 +182,15 @@ def redis_server(layout: NativeLayout, settings: DevSettings, password: str,
 def _refuse_taken_port(service: str, port: int, host: str) -> None:
     if port_is_free(port, host):
         return
-    owner = port_owner(port) or "another process"
+    owner = port_owner(port)
+    # A server of this project whose .runtime was deleted (or a clone at another path) keeps its port: name
+    # its directory, so that the user can tell it apart from an unrelated process and stop the right one.
+    stop = (f"Stop that process (`kill -INT {owner.pid}` shuts PostgreSQL and Redis down cleanly)" if owner
+            else "Stop that process")
     raise TetherError(
-        f"Port {port} for {service} is already taken by {owner}, so {service} cannot start. Stop that process, "
-        f"or give {service} another port in stacks/dev/Pulumi.dev.yaml (for example `tether-dev:devPort`, "
-        "`testPort` or `redisPort`), then run `invoke up` again."
+        f"Port {port} for {service} is already taken by {owner.describe() if owner else 'another process'}, so "
+        f"{service} cannot start. {stop}, or give {service} another port in stacks/dev/Pulumi.dev.yaml (for "
+        "example `tether-dev:devPort`, `testPort` or `redisPort`), then run `invoke up` again."
     )
 
 
