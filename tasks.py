@@ -28,7 +28,7 @@ ns.configure({
     "dev": {"backend": None},
     "env": {"drivers": None},
     "dumps": {"db": None, "format": None, "jobs": None, "keep": None, "restore_db": None},
-    "sync": {"dest": None, "jobs": None, "rules": None, "analyze": None, "spare": None},
+    "sync": {"dest": None, "jobs": None, "rules": None, "analyze": None, "spare": None, "snapshot": None},
     "bench": {"repeat": None, "scale": None},
     "proxy": {"port": None, "instance": None, "iam": None, "private_ip": None, "credentials_file": None,
               "impersonate": None, "timeout": None},

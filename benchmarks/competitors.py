@@ -48,6 +48,8 @@ TETHER_METHODS = (
     Method("sync_full", "sync-prod (full)", "tether"),
     Method("sync_again", "sync-prod (re-sync)", "tether"),
     Method("reset", "db.reset", "tether"),
+    # No target: what a sync costs without the snapshot db.reset needs (a user's choice, not the default).
+    Method("sync_no_snapshot", "sync-prod (full, --no-snapshot)", "tether"),
 )
 METHODS = COMPETITORS + TETHER_METHODS
 METHOD_KEYS = tuple(method.key for method in METHODS)

@@ -235,6 +235,7 @@ class SyncAvailability:
     reset: str | None
     anonymize_args: tuple[str, ...] = ()
     anonymize_note: str = ""
+    no_snapshot: str | None = None  # None when sync-prod has --no-snapshot, else the reason
 
 
 def tasks_root() -> Path:
@@ -262,7 +263,8 @@ def probe_sync(bench: Bench, rules_file: Path) -> SyncAvailability:
     except TetherError:
         reset_reason = "tasks.py does not register a db.reset task yet"
     args, note = anonymize_arguments(sync_help, rules_file)
-    return SyncAvailability(None, reset_reason, args, note)
+    no_snapshot = None if "--no-snapshot" in sync_help else "this sync-prod has no --no-snapshot"
+    return SyncAvailability(None, reset_reason, args, note, no_snapshot)
 
 
 def _sync_details(stdout: str) -> dict[str, Any]:
@@ -316,6 +318,15 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
     env = {"TETHER_RUNTIME_DIR": str(state / "runtime"), "TETHER_DUMPS_DIR": str(state / "dumps")}
     sync_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(), availability.anonymize_args, env)
     full, again, reset = results.get("sync_full"), results.get("sync_again"), results.get("reset")
+    lean = results.get("sync_no_snapshot")
+
+    if lean and lean.status == OK:
+        bench.before_run(create=LOCAL_DB)
+        lean_state = state.with_name(f"{state.name}-no-snapshot")
+        lean_env = {"TETHER_RUNTIME_DIR": str(lean_state / "runtime"), "TETHER_DUMPS_DIR": str(lean_state / "dumps")}
+        lean_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(),
+                                   (*availability.anonymize_args, "--no-snapshot"), lean_env)
+        _run_tether(bench, lean, lean_plan, f"sync-no-snapshot-{round_number}", progress)
 
     if full and full.status not in (FAILED, NOT_AVAILABLE):
         bench.before_run(create=LOCAL_DB)
@@ -432,9 +443,12 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
 
 
 def _apply_availability(results: dict[str, MethodResult], availability: SyncAvailability) -> None:
-    for key in ("sync_full", "sync_again"):
+    for key in ("sync_full", "sync_again", "sync_no_snapshot"):
         if key in results and availability.sync:
             results[key].status, results[key].reason = NOT_AVAILABLE, availability.sync
+    if "sync_no_snapshot" in results and not availability.sync and availability.no_snapshot:
+        results["sync_no_snapshot"].status = NOT_AVAILABLE
+        results["sync_no_snapshot"].reason = availability.no_snapshot
     if "reset" in results and (availability.sync or availability.reset):
         results["reset"].status = NOT_AVAILABLE
         results["reset"].reason = availability.reset or f"needs sync-prod: {availability.sync}"

@@ -132,7 +132,7 @@ def test_ratios_use_the_fastest_verified_competitor():
 
 def test_unavailable_sync_is_a_row_not_a_failure():
     unavailable = {key: MethodResult(method_by_key(key), status=NOT_AVAILABLE, reason="no sync-prod task")
-                   for key in ("sync_full", "sync_again", "reset")}
+                   for key in ("sync_full", "sync_again", "reset", "sync_no_snapshot")}
     results = results_with({"psql": [2], "pg_restore": [3], "pg_restore_j2": [1], "pgcopydb": [1.5]}, **unavailable)
     summary = summarize(results, MACHINE, DATASET, SETTINGS)
     assert summary["all_verified"] is True

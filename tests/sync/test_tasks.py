@@ -49,20 +49,22 @@ def run(*argv: str, exit: bool = False) -> None:
     db = Collection("db")
     db.add_task(sync_tasks.reset)
     namespace.add_collection(db)
-    namespace.configure({"sync": {"spare": None}})  # declared, as tasks.py does, so INVOKE_SYNC_SPARE is read
+    # Declared, as tasks.py does, so that INVOKE_SYNC_SPARE and INVOKE_SYNC_SNAPSHOT are read.
+    namespace.configure({"sync": {"spare": None, "snapshot": None}})
     Program(namespace=namespace).run(["invoke", *argv], exit=exit)
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (["--dest", LOCAL, "--yes"],
-     {"selection": Selection(), "anonymize": True, "yes": True, "full": False, "analyze": False}),
+     {"selection": Selection(), "anonymize": True, "yes": True, "full": False, "analyze": False, "snapshot": True}),
     (["--dest", LOCAL, "--tables", "app.*", "--tables", "audit.a,audit.b", "--exclude", "*.tmp_*",
       "--exclude-data", "app.sessions"],
      {"selection": Selection(("app.*", "audit.a", "audit.b"), ("*.tmp_*",), ("app.sessions",)), "yes": False}),
     (["--dest", LOCAL, "--no-anonymize", "--full", "--analyze", "--jobs", "3", "--allow-remote-dest"],
      {"anonymize": False, "full": True, "analyze": True, "jobs": 3, "allow_remote_dest": True}),
     (["--dest", LOCAL, "--rules", "my/rules.yaml"], {"rules_path": Path("my/rules.yaml")}),
-], ids=["defaults", "patterns", "switches", "rules"])
+    (["--dest", LOCAL, "--no-snapshot"], {"snapshot": False, "spare": True}),
+], ids=["defaults", "patterns", "switches", "rules", "no-snapshot"])
 def test_flags_become_options(calls, argv, expected):
     run("sync-prod", *argv)
     options = calls["options"]
@@ -107,3 +109,13 @@ def test_a_spare_setting_that_is_not_yes_or_no_is_one_clear_error(calls, monkeyp
     error = capsys.readouterr().err
     assert "sync.spare must be true or false, not 'sometimes'" in error and "Traceback" not in error
     assert "reset" not in calls
+
+
+@pytest.mark.parametrize(("value", "flag", "expected"), [
+    (None, False, True), ("false", False, False), ("no", False, False), ("true", True, False)],
+    ids=["default", "false", "no", "flag-wins"])
+def test_snapshot_setting_reaches_sync(calls, monkeypatch, value, flag, expected):
+    if value is not None:
+        monkeypatch.setenv("INVOKE_SYNC_SNAPSHOT", value)
+    run("sync-prod", "--dest", LOCAL, "--yes", *(["--no-snapshot"] if flag else []))
+    assert calls["options"].snapshot is expected

@@ -186,6 +186,28 @@ def install_snapshot(admin: DatabaseAddress, built: str, target: str, state: Syn
                       f"Run the sync again; {target!r} is unchanged.")
 
 
+def retire_snapshot(admin: DatabaseAddress, target: str, attempts: int = 20) -> list[str]:
+    """Rename ``target``'s snapshot aside, to be dropped: a sync that keeps none must not leave an older one.
+
+    Returns the retired name (empty when there was no snapshot). If the caller dies before dropping it, the
+    next run's clean-up does.
+    """
+    snapshot = snapshot_name(target)
+    with admin_connect(admin) as conn:
+        for attempt in range(attempts):
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (snapshot,)).fetchone():
+                return []
+            old = scratch_name(target, "old")
+            try:
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(snapshot),
+                                                                              sql.Identifier(old)))
+                return [old]
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.05 * (attempt + 1))  # a db.reset is copying it: wait for it
+    raise TetherError(f"Could not retire the snapshot {snapshot!r}: it stays in use (is a db.reset running?). "
+                      f"Run the sync again; {target!r} is unchanged.")
+
+
 def allow_connections(admin: DatabaseAddress, name: str, allowed: bool) -> None:
     with admin_connect(admin) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(

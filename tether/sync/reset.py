@@ -48,7 +48,7 @@ def _reset(dest: DatabaseAddress, yes: bool, allow_remote_dest: bool, drop_retir
     if state is None:
         raise TetherError(f"There is no synced state to reset {dest.database!r} to: {snapshot!r} does not exist on "
                           f"{dest.masked_url()} (or was made by another version of tether). Run "
-                          "`invoke sync-prod` first; it keeps that snapshot for db.reset.")
+                          "`invoke sync-prod` first (without --no-snapshot); it keeps that snapshot for db.reset.")
     confirm(f"Reset the local database {dest.database!r} to the sync of {state.synced_at}? Changes made to it "
             "since are lost.", yes=yes)
     cleanup_leftovers(local.maintenance, dest.database)

@@ -13,7 +13,7 @@ class SyncSummary:
     mode: str  # full | incremental | unchanged
     source: str  # masked URL
     dest: str  # masked URL of the local database
-    snapshot_database: str
+    snapshot_database: str | None  # None: kept no snapshot (--no-snapshot)
     anonymized: bool
     tables: int = 0  # tables whose rows the local database holds
     tables_copied: int = 0  # of those, copied by this run
@@ -64,7 +64,8 @@ class SyncSummary:
         lines.extend(f"  note: {note}" for note in self.notes[:10])
         if len(self.notes) > 10:
             lines.append(f"  … and {len(self.notes) - 10} more notes (see --json)")
-        lines.append(f"  reset to this state any time: invoke db.reset (snapshot {self.snapshot_database})")
+        if self.snapshot_database:
+            lines.append(f"  reset to this state any time: invoke db.reset (snapshot {self.snapshot_database})")
         return lines
 
 

@@ -50,6 +50,8 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
         "rules": "anonymization rules file (default: anonymize.yaml at the project root; config sync.rules)",
         "full": "copy every table again, even if unchanged since the last sync",
         "analyze": "ANALYZE the copied tables, so the planner has statistics (costs about 15% more time)",
+        "no_snapshot": "keep no snapshot: about a third faster, but no db.reset and no incremental re-sync "
+                       "(config sync.snapshot)",
         "allow_remote_dest": "allow a destination that is not on this machine (it is replaced entirely)",
         "yes": "answer yes to the confirmation (required in CI)",
         "json": "print the summary as JSON on stdout",
@@ -60,11 +62,13 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
 def sync_prod(c: Context, source: str | None = None, dest: str | None = None, tables: list[str] | None = None,
               exclude: list[str] | None = None, exclude_data: list[str] | None = None, jobs: int = 0,
               no_anonymize: bool = False, rules: str | None = None, full: bool = False, analyze: bool = False,
-              allow_remote_dest: bool = False, yes: bool = False, json: bool = False) -> None:
+              no_snapshot: bool = False, allow_remote_dest: bool = False, yes: bool = False,
+              json: bool = False) -> None:
     """Copy production into the local database: consistent, anonymized, atomic, incremental.
 
-    Honours sync.spare (default true): afterwards, a spare copy of the synced state is made in the background,
-    so that db.reset is a rename.
+    Honours sync.snapshot (default true): keep the synced state for db.reset and incremental re-syncs; and
+    sync.spare (default true): afterwards, a spare copy of it is made in the background, so that db.reset is a
+    rename.
     """
     from tether.endpoints import open_database, resolve_database
     from tether.sync.engine import SyncOptions, default_jobs, sync
@@ -76,7 +80,8 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
         selection=Selection(_patterns(tables), _patterns(exclude), _patterns(exclude_data)),
         jobs=int(jobs or _setting(c, "jobs") or default_jobs()), anonymize=not no_anonymize,
         rules_path=Path(rules_file) if rules_file else None, allow_remote_dest=allow_remote_dest, yes=yes,
-        analyze=analyze or _enabled(c, "analyze", False), full=full, spare=_enabled(c, "spare", True))
+        analyze=analyze or _enabled(c, "analyze", False), full=full, spare=_enabled(c, "spare", True),
+        snapshot=not no_snapshot and _enabled(c, "snapshot", True))
     local = resolve_database(dest or _setting(c, "dest", "dev"))
     with open_database(source or "prod", readonly=True) as remote:
         summary = sync(remote, local, options, SyncProgress())
