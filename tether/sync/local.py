@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,27 +163,18 @@ def install_snapshot(admin: DatabaseAddress, built: str, target: str, state: Syn
                      attempts: int = 20) -> list[str]:
     """Make the finished build the snapshot of ``target``; returns the retired previous snapshot, if any."""
     snapshot = snapshot_name(target)
-    with admin_connect(admin) as conn:
-        for attempt in range(attempts):
-            terminate_sessions(conn, built)
-            retired: list[str] = []
-            try:
-                with conn.transaction():
-                    write_state(conn, built, state)
-                    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (snapshot,)).fetchone():
-                        old = scratch_name(target, "old")
-                        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(snapshot),
-                                                                                      sql.Identifier(old)))
-                        retired.append(old)
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built),
-                                                                                  sql.Identifier(snapshot)))
-                    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-                        sql.Identifier(snapshot)))
-                return retired
-            except psycopg.errors.ObjectInUse:
-                time.sleep(0.05 * (attempt + 1))  # a db.reset is copying the old snapshot: wait for it
-    raise TetherError(f"Could not replace the snapshot {snapshot!r}: it stays in use (is a db.reset running?). "
-                      f"Run the sync again; {target!r} is unchanged.")
+
+    def install(conn: psycopg.Connection) -> list[str]:
+        terminate_sessions(conn, built)
+        with conn.transaction():
+            write_state(conn, built, state)
+            retired = _rename_snapshot_aside(conn, target)
+            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(built),
+                                                                          sql.Identifier(snapshot)))
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(snapshot)))
+        return retired
+
+    return _while_snapshot_in_use(admin, target, "replace", install, attempts)
 
 
 def retire_snapshot(admin: DatabaseAddress, target: str, attempts: int = 20) -> list[str]:
@@ -192,20 +183,31 @@ def retire_snapshot(admin: DatabaseAddress, target: str, attempts: int = 20) -> 
     Returns the retired name (empty when there was no snapshot). If the caller dies before dropping it, the
     next run's clean-up does.
     """
+    return _while_snapshot_in_use(admin, target, "retire", lambda conn: _rename_snapshot_aside(conn, target),
+                                  attempts)
+
+
+def _rename_snapshot_aside(conn: psycopg.Connection, target: str) -> list[str]:
+    """Give ``target``'s snapshot a scratch "old" name (in the caller's transaction, if any); [that name] or []."""
     snapshot = snapshot_name(target)
+    if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (snapshot,)).fetchone():
+        return []
+    old = scratch_name(target, "old")
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(snapshot), sql.Identifier(old)))
+    return [old]
+
+
+def _while_snapshot_in_use(admin: DatabaseAddress, target: str, verb: str,
+                           action: Callable[[psycopg.Connection], list[str]], attempts: int) -> list[str]:
+    """Run ``action`` on an admin session, again while the snapshot is in use (a db.reset copying it)."""
     with admin_connect(admin) as conn:
         for attempt in range(attempts):
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (snapshot,)).fetchone():
-                return []
-            old = scratch_name(target, "old")
             try:
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(snapshot),
-                                                                              sql.Identifier(old)))
-                return [old]
+                return action(conn)
             except psycopg.errors.ObjectInUse:
-                time.sleep(0.05 * (attempt + 1))  # a db.reset is copying it: wait for it
-    raise TetherError(f"Could not retire the snapshot {snapshot!r}: it stays in use (is a db.reset running?). "
-                      f"Run the sync again; {target!r} is unchanged.")
+                time.sleep(0.05 * (attempt + 1))  # a db.reset is copying the snapshot: wait for it
+    raise TetherError(f"Could not {verb} the snapshot {snapshot_name(target)!r}: it stays in use (is a db.reset "
+                      f"running?). Run the sync again; {target!r} is unchanged.")
 
 
 def allow_connections(admin: DatabaseAddress, name: str, allowed: bool) -> None:
