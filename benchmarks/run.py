@@ -315,17 +315,16 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
     # A fresh runtime directory per round: whatever sync-prod remembers between runs, the round's first sync
     # starts from nothing, and its re-sync and reset see what that sync left.
     state = bench.base / "tether-state" / f"round-{round_number}"
-    env = {"TETHER_RUNTIME_DIR": str(state / "runtime"), "TETHER_DUMPS_DIR": str(state / "dumps")}
+    env = _state_env(state)
     sync_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(), availability.anonymize_args, env)
     full, again, reset = results.get("sync_full"), results.get("sync_again"), results.get("reset")
     lean = results.get("sync_no_snapshot")
 
     if lean and lean.status == OK:
         bench.before_run(create=LOCAL_DB)
-        lean_state = state.with_name(f"{state.name}-no-snapshot")
-        lean_env = {"TETHER_RUNTIME_DIR": str(lean_state / "runtime"), "TETHER_DUMPS_DIR": str(lean_state / "dumps")}
         lean_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(),
-                                   (*availability.anonymize_args, "--no-snapshot"), lean_env)
+                                   (*availability.anonymize_args, "--no-snapshot"),
+                                   _state_env(state.with_name(f"{state.name}-no-snapshot")))
         _run_tether(bench, lean, lean_plan, f"sync-no-snapshot-{round_number}", progress)
 
     if full and full.status not in (FAILED, NOT_AVAILABLE):
@@ -345,6 +344,11 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
         servers.checkpoint(bench.dest.admin)
         _run_tether(bench, reset, db_reset_plan(local, bench.passfile, tasks_root(), env), f"reset-{round_number}",
                     progress, sync_summary=False)
+
+
+def _state_env(state: Path) -> dict[str, str]:
+    """Where a tether command keeps what it remembers between runs: its own directory, not the repository's."""
+    return {"TETHER_RUNTIME_DIR": str(state / "runtime"), "TETHER_DUMPS_DIR": str(state / "dumps")}
 
 
 def _run_tether(bench: Bench, result: MethodResult, plan: Plan, name: str, progress: Progress,
