@@ -120,7 +120,7 @@ class SyncOptions:
     drop_retired: str = "background"  # or "now" (tests): when replaced local copies are dropped
     spare: bool = True  # keep a ready copy of the snapshot, so that db.reset is a rename (see tether.sync.local)
     # Keep the build as the snapshot for db.reset and incremental re-syncs. Without one, the build itself becomes
-    # the local database: no second copy (about a third faster), but no reset and every sync copies everything.
+    # the local database: no second copy (about a quarter faster), but no reset and every sync copies everything.
     snapshot: bool = True
 
     def digest(self, rules: RuleSet, salt: str) -> str:

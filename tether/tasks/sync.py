@@ -50,7 +50,7 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
         "rules": "anonymization rules file (default: anonymize.yaml at the project root; config sync.rules)",
         "full": "copy every table again, even if unchanged since the last sync",
         "analyze": "ANALYZE the copied tables, so the planner has statistics (costs about 15% more time)",
-        "no_snapshot": "keep no snapshot: about a third faster, but no db.reset and no incremental re-sync "
+        "no_snapshot": "keep no snapshot: about a quarter faster, but no db.reset and no incremental re-sync "
                        "(config sync.snapshot)",
         "allow_remote_dest": "allow a destination that is not on this machine (it is replaced entirely)",
         "yes": "answer yes to the confirmation (required in CI)",
