@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tether import archive as archive_toc
 from tether import dump_manifest as manifests
 from tether import pgtools, swap
 from tether.conninfo import DatabaseAddress
@@ -83,11 +84,14 @@ class RestoreResult:
     tables: int
     disconnected_sessions: int
     cleaned_leftovers: list[str]
+    skipped: list[str] = field(default_factory=list)  # privileges, owners, labels the local server refused
+    settings_skipped: list[str] = field(default_factory=list)  # database settings it refused
 
     def summary(self) -> dict[str, Any]:
         return {"archive": str(self.archive), "database": self.database, "target": self.target,
                 "duration_seconds": self.duration_seconds, "tables": self.tables,
-                "disconnected_sessions": self.disconnected_sessions, "cleaned_leftovers": self.cleaned_leftovers}
+                "disconnected_sessions": self.disconnected_sessions, "cleaned_leftovers": self.cleaned_leftovers,
+                "skipped": self.skipped, "settings_skipped": self.settings_skipped}
 
 
 @dataclass(frozen=True)
@@ -378,10 +382,12 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
                  on_progress: ProgressCallback | None = None) -> RestoreResult:
     """Restore a verified dump into ``target`` by building a scratch copy and swapping it in.
 
-    Owners, privileges, tablespaces, security labels, publications and subscriptions from the source
-    are left out, so roles that exist only in production cannot make the restore fail; any other
-    error does (``--exit-on-error``), and the target is then untouched. A non-local target is
-    confirmed first (refused under CI without ``yes``) before anything connects to it.
+    pg_restore applies everything but owners, privileges, policies, security labels, publications and event
+    triggers, with ``--exit-on-error``: any error fails the restore and the target is untouched. Those are then
+    replayed in dependency order (``tether.archive``), skipping and listing what names a role the local server
+    lacks; every REVOKE applies, so nothing ends up more open than where the dump was made. The database's
+    own settings (``ALTER DATABASE ... SET``) follow. A non-local target is confirmed first (refused under CI
+    without ``yes``) before anything connects to it.
     """
     started = time.monotonic()
     path = resolve_dump_path(archive)
@@ -406,30 +412,49 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
     cleaned = swap.cleanup_leftovers(admin, target.database)
     scratch_db = swap.scratch_name(target.database, "restore")
     scratch = target.with_database(scratch_db)
-    _create_scratch(admin, scratch_db, target.database)
-    try:
-        with _connect(admin) as progress_conn:
-            run_with_progress(
-                pgtools.pg_restore_argv(program, scratch, path, jobs=jobs),
-                pgtools.program_env(scratch, base=os.environ),
-                f"pg_restore of {path.name}",
-                poll=lambda: _database_size(progress_conn, scratch_db), on_progress=on_progress,
-                secrets=[target.password],
-                hint=f"{target.database!r} is unchanged. If the error names a role, extension or setting that "
-                     "exists only where the dump was made, create it locally (or install the extension) and run "
-                     "the restore again.")
-        expected = list(manifest.get("row_estimates", {}))
-        missing = _missing_relations(scratch, expected)
-        if missing:
-            raise TetherError(
-                f"pg_restore finished but {len(missing)} table(s) of the dump are missing from the restored copy "
-                f"({', '.join(missing[:5])}{'…' if len(missing) > 5 else ''}). {target.database!r} is unchanged.")
-    except BaseException:
-        with contextlib.suppress(psycopg.Error):  # if it fails, the next run's cleanup_leftovers drops it
-            swap.drop_database(admin, scratch_db)
-        raise
+    unchanged = f"{target.database!r} is unchanged."
+    with tempfile.TemporaryDirectory(prefix="tether-restore-") as work:
+        listing = archive_toc.run_program(archive_toc.pg_restore_list_argv(program, path), archive_toc.offline_env(),
+                                          f"pg_restore --list {path.name}")
+        toc = archive_toc.parse_toc(listing)
+        order = archive_toc.phases(toc.entries)
+        main_list = archive_toc.write_list(Path(work) / "main.list", order.main)
+        later = archive_toc.read_archive(program, path, toc, order, Path(work))
+        _create_scratch(admin, scratch_db, target.database)
+        try:
+            with _connect(admin) as progress_conn:
+                run_with_progress(
+                    pgtools.pg_restore_argv(program, scratch, path, jobs=jobs, use_list=main_list),
+                    pgtools.program_env(scratch, base=os.environ),
+                    f"pg_restore of {path.name}",
+                    poll=lambda: _database_size(progress_conn, scratch_db), on_progress=on_progress,
+                    secrets=[target.password],
+                    hint=f"{unchanged} If the error names an extension or a library that exists only where the dump "
+                         "was made, install it locally and run the restore again.")
+            with _connect(scratch) as conn:
+                skipped = archive_toc.replay_after_restore(conn, later)
+            with _connect(admin) as conn:
+                settings_skipped = archive_toc.replay_tolerant(
+                    conn, archive_toc.Replay().extend("SETTING", archive_toc.settings_for(later.settings, scratch_db)))
+            expected = list(manifest.get("row_estimates", {}))
+            missing = _missing_relations(scratch, expected)
+            if missing:
+                raise TetherError(
+                    f"pg_restore finished but {len(missing)} table(s) of the dump are missing from the restored copy "
+                    f"({', '.join(missing[:5])}{'…' if len(missing) > 5 else ''}). {unchanged}")
+        except TetherError as error:
+            with contextlib.suppress(psycopg.Error):  # if it fails, the next run's cleanup_leftovers drops it
+                swap.drop_database(admin, scratch_db)
+            if unchanged not in error.message:
+                error.message = f"{error.message} {unchanged}"
+            raise
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                swap.drop_database(admin, scratch_db)
+            raise
     disconnected = swap.swap_in(admin, scratch_db, target.database)
     return RestoreResult(
         archive=path, database=target.database, target=target.masked_url(),
         duration_seconds=round(time.monotonic() - started, 3), tables=len(expected),
-        disconnected_sessions=disconnected, cleaned_leftovers=cleaned)
+        disconnected_sessions=disconnected, cleaned_leftovers=cleaned,
+        skipped=[str(item) for item in skipped], settings_skipped=[str(item) for item in settings_skipped])

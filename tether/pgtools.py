@@ -36,10 +36,10 @@ ARGV_OPTIONS = frozenset({
 # Options that travel in the environment instead: the password is secret, and the session options
 # are merged with ours into PGOPTIONS.
 ENV_OPTIONS = {"password": "PGPASSWORD", "passfile": "PGPASSFILE", "options": "PGOPTIONS"}
-# What a local restore leaves out by default: production's owners, grants, tablespaces, security labels,
-# publications and subscriptions (a restored subscription would try to connect to its publisher).
-LOCAL_RESTORE_SKIPS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-security-labels",
-                       "--no-publications", "--no-subscriptions")
+# What pg_restore itself leaves out of a local restore: owners and privileges (tether.archive replays them,
+# skipping roles the local server lacks), tablespaces, and subscriptions (a restored subscription holds its
+# publisher's connection string and would try to connect to it).
+LOCAL_RESTORE_SKIPS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-subscriptions")
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,9 @@ def pg_dump_argv(program: Path | str, address: DatabaseAddress, options: DumpOpt
     """``pg_dump`` for ``address``; ``output=None`` writes a custom-format archive to stdout (for piping)."""
     if output is None and options.format == "directory":
         raise ValueError("a directory-format dump needs an output path")
+    # --create: an archive then also holds the database's own settings, which db.restore gives the restored copy.
     argv = [str(program), f"--dbname={connection_argument(address)}", f"--format={DUMP_FORMATS[options.format]}",
-            "--no-password"]
+            "--no-password", "--create"]
     if output is not None:
         argv.append(f"--file={output}")
     if options.jobs > 1:
@@ -150,7 +151,7 @@ def pg_dump_argv(program: Path | str, address: DatabaseAddress, options: DumpOpt
 
 def pg_restore_argv(program: Path | str, address: DatabaseAddress, archive: Path | str | None = None, *,
                     jobs: int = 1, skips: Sequence[str] = LOCAL_RESTORE_SKIPS,
-                    exit_on_error: bool = True) -> list[str]:
+                    exit_on_error: bool = True, use_list: Path | str | None = None) -> list[str]:
     """``pg_restore`` into ``address``; ``archive=None`` reads a custom-format archive from stdin.
 
     ``--exit-on-error`` is on by default because without it pg_restore carries on past errors and
@@ -164,6 +165,8 @@ def pg_restore_argv(program: Path | str, address: DatabaseAddress, archive: Path
         if archive is None:
             raise ValueError("pg_restore --jobs needs an archive file, not stdin")
         argv.append(f"--jobs={jobs}")
+    if use_list is not None:
+        argv.append(f"--use-list={use_list}")
     if archive is not None:
         argv.append(str(archive))
     return argv

@@ -101,18 +101,38 @@ def test_roles_only_in_production_do_not_break_the_restore_but_real_errors_do(pg
     """).format(role=role_name))
     owned_only = dumps.dump_database(pg_db, "prodlike")
     execute(pg_db, sql.SQL("ALTER TABLE owned ENABLE ROW LEVEL SECURITY; "
-                           "CREATE POLICY p ON owned TO {} USING (true)").format(role_name))
+                           "CREATE POLICY p ON owned TO {} USING (true); COMMENT ON POLICY p ON owned IS 'p'")
+            .format(role_name))
     with_policy = dumps.dump_database(pg_db, "prodlike")
+    # A real error: a check that fails only while being restored (into a tether scratch database).
+    execute(pg_db, r"""
+        CREATE FUNCTION gate(id integer) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN
+            IF current_database() LIKE '%\_\_tether\_restore\_%' THEN RAISE EXCEPTION 'gate closed for %', id; END IF;
+            RETURN true;
+        END $$;
+        CREATE TABLE gated (id integer CHECK (gate(id)));
+        INSERT INTO gated VALUES (1);""")
+    broken = dumps.dump_database(pg_db, "prodlike")
     pg_server.drop_database(pg_db.database)
     execute(pg_server.admin, sql.SQL("DROP ROLE {}").format(role_name))  # now the role exists only "in production"
 
     dumps.restore_dump(owned_only.path, target_db)
     assert table_contents(target_db) == {"public.owned": [("(1,a)",)]}
 
+    # The policy for a role this server lacks is skipped (with its comment) and listed, as psql would.
+    result = dumps.restore_dump(with_policy.path, target_db)
+    assert any(role in skipped and "POLICY" in skipped for skipped in result.skipped)
+    assert any(role in skipped and "OWNER" in skipped for skipped in result.skipped)
+    assert table_contents(target_db) == {"public.owned": [("(1,a)",)]}
+    with psycopg.connect(target_db.conninfo()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_policy").fetchone() == (0,)
+        assert conn.execute("SELECT relrowsecurity FROM pg_class WHERE relname = 'owned'").fetchone() == (True,)
+
     execute(target_db, "CREATE TABLE marker (value text); INSERT INTO marker VALUES ('second')")
     with pytest.raises(CommandFailed) as failure:
-        dumps.restore_dump(with_policy.path, target_db)
-    assert role in failure.value.message and "is unchanged" in failure.value.message
+        dumps.restore_dump(broken.path, target_db)
+    assert "gate closed" in failure.value.message and "is unchanged" in failure.value.message
     assert marker(target_db) == "second"
     assert database_names(target_db, f"{target_db.database}__tether_%") == []
 

@@ -176,8 +176,8 @@ def test_task_prints_documented_json(sync_servers, isolated_project, rules_file,
     documented = {"mode", "source", "dest", "snapshot_database", "anonymized", "tables", "tables_copied",
                   "tables_carried_over", "tables_schema_only", "tables_excluded", "rows", "rows_copied",
                   "bytes_copied", "seconds", "phases", "jobs", "rules_applied", "changed_tables",
-                  "sessions_disconnected", "skipped_privileges", "notes", "verified", "row_counts",
-                  "materialized_views_refreshed", "sequences_set"}
+                  "sessions_disconnected", "skipped_privileges", "owners_mapped", "settings_skipped", "notes",
+                  "verified", "row_counts", "materialized_views_refreshed", "sequences_set"}
     assert set(data) == documented
     assert data["mode"] == "full" and data["verified"] is True and data["jobs"] == 3
     assert data["rows"] == sum(data["row_counts"].values()) == data["rows_copied"]
@@ -231,6 +231,10 @@ def test_a_source_table_the_role_may_not_read_is_one_clear_error(sync_servers, s
     dest = sync_servers.dest()
     with pytest.raises(TetherError) as caught:
         sync(sync_servers.reader(source), dest, sync_options(anonymize=False))
-    assert "permission denied for table cache" in caught.value.message
-    assert "needs SELECT" in caught.value.message and "not replaced" in caught.value.message
+    # Named before anything is written, with the flag that leaves it out.
+    assert "may not read app.cache" in caught.value.message and "--exclude" in caught.value.message
     assert database_names(sync_servers.dest_admin, dest.database) == []
+    assert database_names(sync_servers.dest_admin, f"{dest.database}__tether%") == []
+    summary = sync(sync_servers.reader(source), dest, sync_options(anonymize=False,
+                                                                   selection=Selection(exclude=("app.cache",))))
+    assert summary.verified and "app.cache" not in summary.row_counts

@@ -62,12 +62,17 @@ class RuleSet:
 
     origin: str
     tables: Mapping[str, Mapping[str, Rule]]
+    # `large_objects: keep | drop`: whether the source's large objects (opaque bytes no column rule can see into)
+    # are copied. None: the file does not say, and a source with large objects stops an anonymized sync.
+    large_objects: str | None = None
 
     def digest(self) -> str:
         """A fingerprint of the rules: a sync made with other rules is not reused incrementally."""
-        canonical = {table: {column: [rule.kind, [list(item) for item in rule.options]]
-                             for column, rule in sorted(columns.items())}
-                     for table, columns in sorted(self.tables.items())}
+        canonical: dict[str, Any] = {table: {column: [rule.kind, [list(item) for item in rule.options]]
+                                             for column, rule in sorted(columns.items())}
+                                     for table, columns in sorted(self.tables.items())}
+        if self.large_objects is not None:
+            canonical = {"tables": canonical, "large_objects": self.large_objects}
         return hashlib.sha256(json.dumps(canonical, default=str, sort_keys=True).encode()).hexdigest()
 
 
@@ -109,9 +114,13 @@ def parse_rules(data: Any, origin: str) -> RuleSet:
     """Rules from the parsed YAML document: ``{tables: {schema.table: {column: rule}}}``."""
     if data is None:
         data = {}
-    if not isinstance(data, dict) or not set(data) <= {"tables"}:
-        raise ConfigError(f"{origin}: the rules file must be a mapping with one key, `tables` "
-                          "(tables: {schema.table: {column: rule}}).")
+    if not isinstance(data, dict) or not set(data) <= {"tables", "large_objects"}:
+        raise ConfigError(f"{origin}: the rules file must be a mapping with the keys `tables` "
+                          "(tables: {schema.table: {column: rule}}) and, optionally, `large_objects` (keep or drop).")
+    large_objects = data.get("large_objects")
+    if large_objects not in (None, "keep", "drop"):
+        raise ConfigError(f"{origin}: `large_objects` must be `keep` (copy them as they are: you reviewed them) or "
+                          f"`drop` (leave them out), not {large_objects!r}.")
     tables = data.get("tables") or {}
     if not isinstance(tables, dict):
         raise ConfigError(f"{origin}: `tables` must map `schema.table` to its columns' rules.")
@@ -133,7 +142,7 @@ def parse_rules(data: Any, origin: str) -> RuleSet:
     if problems:
         raise ConfigError(f"{origin} has invalid anonymization rules: " + "; ".join(problems) + ". Rules are "
                           f"one of {', '.join(RULE_KINDS)}; see anonymize.yaml for examples.")
-    return RuleSet(origin, parsed)
+    return RuleSet(origin, parsed, large_objects)
 
 
 def parse_rule(spec: Any) -> Rule:

@@ -9,6 +9,31 @@ import psycopg
 from psycopg import sql
 
 FIRST_USER_OID = 16384  # PostgreSQL's FirstNormalObjectId: everything below is built in
+FIRST_INITDB_OID = 10000  # FirstGenbkiObjectId: below it, types are the same on every server of a major
+
+# Each column type's whole tree (the type, a domain's base type, an array's element, a composite's attributes,
+# a range's subtype, a multirange's range), and whether binary COPY works for all of it: (type, portable, local).
+BINARY_TYPES = """
+    WITH RECURSIVE tree(root, member) AS (
+        SELECT t, t FROM unnest(%s::oid[]) AS t
+      UNION
+        SELECT tree.root, child.oid
+        FROM tree JOIN pg_type t ON t.oid = tree.member
+        CROSS JOIN LATERAL (
+            SELECT t.typbasetype WHERE t.typtype = 'd'
+            UNION ALL SELECT t.typelem WHERE t.typelem <> 0
+            UNION ALL SELECT a.atttypid FROM pg_attribute a
+                      WHERE t.typrelid <> 0 AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
+            UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = t.oid
+            UNION ALL SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = t.oid
+        ) AS child(oid)
+    )
+    SELECT tree.root,
+           bool_and(t.typsend <> 0 AND t.typreceive <> 0 AND t.oid < %s AND left(t.typname, 3) <> 'reg'),
+           bool_and(t.typsend <> 0 AND t.typreceive <> 0)
+    FROM tree JOIN pg_type t ON t.oid = tree.member
+    GROUP BY tree.root
+"""
 
 _USER_NAMESPACES = sql.SQL("""
     n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -25,7 +50,12 @@ class Column:
     category: str  # pg_type.typcategory of the base type: S string, N numeric, D date/time, ...
     not_null: bool
     generated: bool
-    user_type: bool  # a user-defined type, or an array of one: its binary form names server-specific OIDs
+    # Binary COPY between two servers of the same major: every type in the column's type tree (through
+    # domains, array elements, composite attributes, range subtypes) is built in and has send/receive
+    # functions, and none is a reg* type (whose binary form is a server-specific OID). See BINARY_TYPES.
+    binary_portable: bool
+    # Binary COPY within one server (a snapshot to its copy): send/receive functions are enough.
+    binary_local: bool = True
 
 
 class _SchemaObject:
@@ -56,6 +86,10 @@ class Relation(_SchemaObject):
     populated: bool
     columns: tuple[Column, ...] = ()
     bytes: int = 0
+    readable: bool = True  # the source role has SELECT on it (pg_dump and COPY need that)
+    # An extension's configuration table (pg_extension_config_dump): its rows matching this condition are the
+    # user's, copied as pg_dump copies them ("" = all rows); None for any other table.
+    extension_condition: str | None = None
 
     @property
     def has_storage(self) -> bool:
@@ -68,7 +102,13 @@ class Relation(_SchemaObject):
 
     @property
     def binary_safe(self) -> bool:
-        return not any(column.user_type for column in self.copied_columns)
+        """Whether the rows may travel as binary COPY between two servers of the same major."""
+        return all(column.binary_portable for column in self.copied_columns)
+
+    @property
+    def binary_local(self) -> bool:
+        """Whether the rows may travel as binary COPY between two databases of one server."""
+        return all(column.binary_local for column in self.copied_columns)
 
 
 @dataclass(frozen=True)
@@ -117,6 +157,9 @@ class SourceCatalog:
     # of a primary key, unique or exclusion constraint -> the table it belongs to
     inheritance_parents: dict[int, list[int]] = field(default_factory=dict)  # table -> parents and partitions'
     index_kinds: dict[int, tuple[int, int]] = field(default_factory=dict)  # table -> (B-tree-like, GIN/GiST) count
+    extensions: dict[str, str] = field(default_factory=dict)  # name -> version
+    large_objects: int = 0
+    unreadable_large_objects: list[int] = field(default_factory=list)  # the source role may not read these
 
     def load_weight(self, relation: Relation) -> float:
         """How much work a table is locally: its rows, plus its indexes (GIN and GiST cost the most to build).
@@ -178,23 +221,31 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
                    CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::oid END,
                    EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                                        AND d.deptype = 'e'),
-                   c.relfilenode, c.relispopulated
+                   c.relfilenode, c.relispopulated, has_table_privilege(c.oid, 'SELECT'),
+                   (SELECT coalesce(e.extcondition[array_position(e.extconfig, c.oid)], '') FROM pg_extension e
+                    WHERE c.oid = ANY(e.extconfig))
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p', 'm', 'f') AND c.relpersistence <> 't' AND {}
             ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES)):
-        relations[row[0]] = Relation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8])
+        relations[row[0]] = Relation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8],
+                                     readable=bool(row[9]), extension_condition=row[10])
     columns: dict[int, list[Column]] = {}
     oids = list(relations)
-    for row in conn.execute("""
+    rows = conn.execute("""
             SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
                    coalesce(bt.typname, t.typname), coalesce(bt.typcategory, t.typcategory), a.attnotnull,
-                   a.attgenerated <> '', t.oid >= %s OR (t.typelem <> 0 AND t.typelem >= %s)
+                   a.attgenerated <> '', a.atttypid
             FROM pg_attribute a
             JOIN pg_type t ON t.oid = a.atttypid
             LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
             WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attrelid, a.attnum""", (FIRST_USER_OID, FIRST_USER_OID, oids)):
-        columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8]))
+            ORDER BY a.attrelid, a.attnum""", (oids,)).fetchall()
+    binary = {row[0]: (bool(row[1]), bool(row[2])) for row in conn.execute(
+        BINARY_TYPES, (sorted({row[8] for row in rows}), FIRST_INITDB_OID))}
+    for row in rows:
+        portable, local = binary.get(row[8], (False, False))
+        columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                                     portable, local))
     for oid, relation in list(relations.items()):
         relations[oid] = _with(relation, columns=tuple(columns.get(oid, ())))
 
@@ -237,8 +288,29 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
                    count(*) FILTER (WHERE am.amname IN ('gin', 'gist', 'spgist'))
             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
             WHERE i.indrelid = ANY(%s) GROUP BY i.indrelid""", (oids,))}
+    extensions = {str(name): str(version) for name, version in conn.execute(
+        "SELECT extname, extversion FROM pg_extension")}
+    large_objects, unreadable = large_object_access(conn)
     return SourceCatalog(server_info(conn), relations, sequences, foreign_keys, dependent_views, unique_columns,
-                         rls_restricted(conn, oids), index_owners, inheritance_parents, index_kinds)
+                         rls_restricted(conn, oids), index_owners, inheritance_parents, index_kinds, extensions,
+                         large_objects, unreadable)
+
+
+def large_object_access(conn: psycopg.Connection) -> tuple[int, list[int]]:
+    """How many large objects the database holds, and those the connected role may not read (as PostgreSQL 15
+    decides: superuser, lo_compat_privileges, the owner's privileges, or SELECT granted to it or PUBLIC)."""
+    row = conn.execute("""
+        SELECT count(*), coalesce(array_agg(m.oid ORDER BY m.oid) FILTER (WHERE NOT (
+                   (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                   OR current_setting('lo_compat_privileges')::boolean
+                   OR pg_has_role(m.lomowner, 'USAGE')
+                   OR EXISTS (SELECT 1 FROM aclexplode(coalesce(m.lomacl, acldefault('L', m.lomowner))) a
+                              WHERE a.privilege_type = 'SELECT'
+                                AND CASE WHEN a.grantee = 0 THEN true ELSE pg_has_role(a.grantee, 'USAGE') END))),
+                   '{}')
+        FROM pg_largeobject_metadata m""").fetchone()
+    assert row is not None
+    return int(row[0]), [int(oid) for oid in row[1]]
 
 
 def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
@@ -301,6 +373,20 @@ def catalog_fingerprint(conn: psycopg.Connection) -> str:
         for name in names]
     parts.append(sql.SQL("SELECT 'roles', count(*), coalesce(sum(hashtextextended(oid::text || ':' || rolname, 0)), 0)"
                          " FROM pg_catalog.pg_roles"))
+    # The database's own settings live in a shared catalog, which the loop above leaves out.
+    parts.append(sql.SQL("SELECT 'settings', count(*), coalesce(sum(hashtextextended(setrole::text || ':' || "
+                         "setconfig::text, 0)), 0) FROM pg_catalog.pg_db_role_setting WHERE setdatabase = "
+                         "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"))
+    # Large objects' contents change pg_largeobject only: its row versions where the role may read it (as
+    # catalogs above), else a hash of every readable object's bytes.
+    if conn.execute("SELECT has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')").fetchone()[0]:  # type: ignore[index]
+        parts.append(sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(ctid::text || ':' || "
+                             "xmin::text, 0)), 0) FROM pg_catalog.pg_largeobject"))
+    else:
+        _, unreadable = large_object_access(conn)
+        parts.append(sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(oid::text || ':' || "
+                             "md5(lo_get(oid)), 0)), 0) FROM pg_catalog.pg_largeobject_metadata "
+                             "WHERE NOT oid = ANY({})").format(sql.Literal(unreadable)))
     rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
     digest = hashlib.sha256(repr(sorted((str(name), int(count), str(total)) for name, count, total in rows)).encode())
     return digest.hexdigest()

@@ -22,7 +22,8 @@ from psycopg import Copy, pq, sql
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.sync.anonymize import SALT_SETTING
-from tether.sync.plan import TableCopy
+from tether.sync.catalog import Relation
+from tether.sync.plan import TableCopy, column_list
 from tether.sync.progress import SyncProgress
 from tether.sync.snapshot import connect_local, connect_source, join_snapshot
 
@@ -43,6 +44,7 @@ class CopyResult:
     rows: int
     bytes: int
     seconds: float
+    base_rows: int = 0  # rows the table held before (an extension's configuration table holds its own)
 
 
 @dataclass
@@ -133,7 +135,11 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
                advance: Callable[[str, int, int], None]) -> CopyResult:
     """Stream one table inside the workers' open transactions; the row counts of both ends must agree."""
     started = time.perf_counter()
-    freeze = settings.freeze and copy.relation.bytes >= FREEZE_MIN_BYTES
+    base_rows = 0
+    if copy.appends:
+        row = dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(copy.relation.identifier)).fetchone()
+        base_rows = int(row[0]) if row else 0
+    freeze = settings.freeze and copy.relation.bytes >= FREEZE_MIN_BYTES and not copy.appends
     if freeze:
         # COPY FREEZE needs the table to be new or emptied in this transaction; frozen rows spare the
         # first reader from setting hint bits on every page (and writing them all out again).
@@ -151,7 +157,7 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
     if source.rows != local_rows:
         raise TetherError(f"Copying {copy.name}: the source sent {source.rows} rows but the local database "
                           f"stored {local_rows}. The local database was not replaced.")
-    return CopyResult(copy.name, source.rows, total, time.perf_counter() - started)
+    return CopyResult(copy.name, source.rows, total, time.perf_counter() - started, base_rows)
 
 
 def _pour(source: SourceRows, into: Copy, report: Callable[[int], None] = lambda _: None) -> int:
@@ -177,19 +183,23 @@ def _pour(source: SourceRows, into: Copy, report: Callable[[int], None] = lambda
     return total
 
 
-def copy_between(src: psycopg.Connection, dst: psycopg.Connection, table: sql.Composable,
-                 columns: sql.Composable) -> int:
-    """Binary COPY of ``table`` from one local database to another (both in their open transactions); its rows."""
-    source = SourceRows(src, sql.SQL("COPY {} ({}) TO STDOUT (FORMAT BINARY)").format(table, columns).as_bytes(src))
+def copy_between(src: psycopg.Connection, dst: psycopg.Connection, relation: Relation) -> int:
+    """COPY of ``relation`` from one local database to another (both in their open transactions); its rows.
+
+    Binary where every column type has binary I/O (both databases are on one server, so OIDs agree), else text.
+    """
+    table, columns = relation.identifier, column_list(relation)
+    options = sql.SQL(" (FORMAT BINARY)" if relation.binary_local else "")
+    source = SourceRows(src, sql.SQL("COPY {}{} TO STDOUT{}").format(table, columns, options).as_bytes(src))
     with dst.cursor() as in_cursor:
         try:
-            with in_cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as into:
+            with in_cursor.copy(sql.SQL("COPY {}{} FROM STDIN{}").format(table, columns, options)) as into:
                 _pour(source, into)
         except SourceError as error:
-            raise TetherError(f"Reading {table.as_string(dst)} locally failed: {error}") from None
+            raise TetherError(f"Reading {relation.qualified} locally failed: {error}") from None
         stored = in_cursor.rowcount
     if stored != source.rows:
-        raise TetherError(f"Copying {table.as_string(dst)} locally: {source.rows} rows read, {stored} stored.")
+        raise TetherError(f"Copying {relation.qualified} locally: {source.rows} rows read, {stored} stored.")
     return stored
 
 

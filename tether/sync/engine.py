@@ -24,6 +24,20 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from tether.archive import (
+    LARGE_OBJECT_DATA_KINDS,
+    ArchiveSql,
+    Phases,
+    Skipped,
+    TocEntry,
+    offline_env,
+    parse_toc,
+    pg_restore_list_argv,
+    read_archive,
+    replay_after_restore,
+    run_program,
+    write_list,
+)
 from tether.conninfo import DatabaseAddress
 from tether.console import confirm
 from tether.errors import CommandFailed, ConfigError, TetherError
@@ -69,23 +83,14 @@ from tether.sync.parallel import run_parallel
 from tether.sync.plan import Selection, SyncPlan, TableCopy, build_plan, exclude_table_pattern
 from tether.sync.progress import SyncProgress
 from tether.sync.reset import reset_from_snapshot, retire
-from tether.sync.safety import LocalServer, check_distinct, check_local, inspect_local
+from tether.sync.safety import LocalServer, check_distinct, check_extensions, check_local, inspect_local
 from tether.sync.schema import (
-    TocEntry,
     first_wave,
     local_env,
-    offline_env,
-    parse_toc,
     pg_dump_argv,
     pg_restore_argv,
-    pg_restore_list_argv,
-    pg_restore_script_argv,
-    replay_tolerant,
-    run_program,
-    schema_digest,
+    restore_phases,
     source_env,
-    split_toc,
-    write_list,
 )
 from tether.sync.sequences import apply_sequences, local_sequences, read_sequences, refresh_materialized_views
 from tether.sync.snapshot import (
@@ -122,10 +127,12 @@ class SyncOptions:
     # Keep the build as the snapshot for db.reset and incremental re-syncs. Without one, the build itself becomes
     # the local database: no second copy (about a quarter faster), but no reset and every sync copies everything.
     snapshot: bool = True
+    large_objects: bool = True  # False: --exclude-large-objects
 
     def digest(self, rules: RuleSet, salt: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
         data = {"selection": self.selection.as_dict(), "anonymize": self.anonymize,
+                "large_objects": self.large_objects,
                 "rules": rules.digest() if self.anonymize else None,
                 "salt": salt_digest(salt) if self.anonymize else None, "version": STATE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -161,6 +168,9 @@ class _Context:
     archive: Path | None = None
     schema_digest: str = ""
     catalog_digest: str = ""
+    order: Phases | None = None  # the archive's entries in restore order
+    archive_sql: ArchiveSql | None = None  # owners, privileges and the rest, replayed after pg_restore's part
+    settings: list[str] = field(default_factory=list)  # the database's settings (tether.archive.database_settings)
 
     @property
     def admin(self) -> DatabaseAddress:
@@ -205,12 +215,14 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             catalog = read_catalog(snap.conn)
             catalog_digest = catalog_fingerprint(snap.conn)
             check_distinct(catalog.server, local, dest)
+            check_extensions(catalog.extensions, local)
             resolved = resolve_rules(rules, catalog) if options.anonymize else {}
             binary = catalog.server.major == local.major
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+            large_objects = _large_objects_wanted(options, rules, catalog)
+            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
             lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
         confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
                 f"{source.masked_url()}?", yes=options.yes)
@@ -233,6 +245,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             try:
                 if previous is not None and same_catalog:
                     context.schema_digest = previous.schema_digest  # no catalog row changed: no pg_dump
+                    context.settings = previous.database_settings
                 else:
                     with phases("schema dump"):
                         _dump_schema(context, snap)
@@ -256,6 +269,20 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     return summary
 
 
+def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:
+    """Whether to copy the source's large objects: yes, unless excluded; an anonymized sync needs the rules to say."""
+    if not options.large_objects or not catalog.large_objects:
+        return False
+    if not options.anonymize or rules.large_objects == "keep":
+        return True
+    if rules.large_objects == "drop":
+        return False
+    raise ConfigError(f"The source holds {catalog.large_objects} large objects: opaque bytes (documents, images) that "
+                      f"no column rule can look into, so they may hold personal data. Say what to do with them in "
+                      f"{rules.origin}: `large_objects: drop` leaves them out, `large_objects: keep` copies them as "
+                      "they are (you reviewed them); or pass --exclude-large-objects. Nothing was copied.")
+
+
 def _fill_plan_summary(context: _Context) -> None:
     plan, summary = context.plan, context.summary
     summary.tables = len(plan.copies)
@@ -271,16 +298,20 @@ def _programs(context: _Context) -> tuple[Path, Path]:
 
 
 def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
-    """One pg_dump of the whole schema in the snapshot; its script's hash says whether the schema changed."""
+    """One pg_dump of the source (all but table rows) in the snapshot; its script's hash says whether the schema
+    changed, and it names each object's owner and the database's settings."""
     pg_dump, pg_restore = _programs(context)
     archive = context.work_dir / "schema.dump"
     patterns = [exclude_table_pattern(relation) for relation in context.plan.excluded]
-    run_program(pg_dump_argv(pg_dump, context.source, snap.snapshot_id, archive, patterns),
+    run_program(pg_dump_argv(pg_dump, context.source, snap.snapshot_id, archive, patterns,
+                             large_objects=context.plan.large_objects),
                 source_env(context.source), "pg_dump of the source schema",
                 "The source role needs SELECT on every table it copies (the readonly role has it).")
-    script = run_program(pg_restore_script_argv(pg_restore, archive), offline_env(), "pg_restore --file=-")
-    context.archive = archive
-    context.schema_digest = schema_digest(script)
+    toc = parse_toc(run_program(pg_restore_list_argv(pg_restore, archive), offline_env(), "pg_restore --list"))
+    order = restore_phases(toc.entries, context.plan.skipped_foreign_keys)
+    archive_sql = read_archive(pg_restore, archive, toc, order, context.work_dir)
+    context.archive, context.order, context.archive_sql = archive, order, archive_sql
+    context.settings, context.schema_digest = archive_sql.settings, archive_sql.digest
 
 
 def _full_sync_reason(context: _Context, previous: SyncState | None, snap: SourceSnapshot) -> str | None:
@@ -351,19 +382,14 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
     scratch_address = _scratch_address(context, scratch)
     builder: IndexBuilder | None = None
     second_wave: Future[bool] | None = None
+    assert context.order is not None
+    main = context.order.main
     try:
         with phases("pre-data"):
             progress.phase(f"creating the schema in {scratch}")
-            listing = run_program(pg_restore_list_argv(pg_restore, context.archive), offline_env(),
-                                  "pg_restore --list")
-            main, tolerant = split_toc(parse_toc(listing), plan.skipped_foreign_keys)
             groups = early_entries(main, context.catalog, plan.excluded_oids)
-            tolerant_list = write_list(context.work_dir / "tolerant.list", tolerant)
-            with ThreadPoolExecutor(max_workers=2) as scripts:  # the SQL we run ourselves, while the schema goes in
+            with ThreadPoolExecutor(max_workers=1) as scripts:  # the SQL we run ourselves, while the schema goes in
                 early_ready = scripts.submit(early_script, pg_restore, context.archive, groups, context.work_dir)
-                tolerant_ready = scripts.submit(run_program, pg_restore_script_argv(pg_restore, context.archive,
-                                                                                    tolerant_list),
-                                                offline_env(), "pg_restore --file=- (privileges and policies)")
                 early_tables = {copy.relation.oid for copy in plan.copies
                                 if copy.relation.bytes >= EARLY_TABLE_BYTES}
                 wave = first_wave(main, early_tables) if early_tables else set()
@@ -374,7 +400,6 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
                 if not wave:
                     _restore_pre_data(context, scratch_address, rest, "all", must=True)
                 script = early_ready.result()
-                tolerant_script = tolerant_ready.result()
             if script is None:  # the script did not line up with the list: let pg_restore build them all
                 script, groups = EarlyScript("", {}), {}
             early = {id(entry) for entries in groups.values() for entry in entries}
@@ -417,6 +442,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         results = _copy(context, snap, scratch_address, plan.copies, wait_for=waiter, on_committed=committed)
         if second_wave is not None:
             second_wave.result()
+        _restore_large_objects(context, scratch_address, main)
         sequences = _read_sequences(context, snap)
         fingerprints = _fingerprints(context, snap, None, [copy.relation for copy in plan.copies])
         snap.conn.close()  # the source is no longer needed: release its snapshot now
@@ -428,7 +454,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
             run_program(pg_restore_argv(pg_restore, scratch_address, context.archive, section="post-data",
                                         list_file=post_list, jobs=context.options.jobs),
                         local_env(scratch_address), "pg_restore of constraints and triggers (post-data)")
-        _finish_local(context, scratch_address, sequences, tolerant_script, plan.copies)
+        _finish_local(context, scratch_address, sequences, plan.copies)
         local_rows, relations = _verify(context, scratch_address, results)
         tables = {name: TableState(result.rows, context.catalog.by_name()[name].relfilenode,
                                    fingerprints[name][0], fingerprints[name][1])
@@ -503,6 +529,12 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
     fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
                                                      changes.local_reason)
     changed = changed_tables(previous, relations, fingerprints)
+    configuration = [copy.name for copy in plan.copies if copy.appends and copy.name in set(changed)]
+    if configuration:
+        summary.notes.insert(0, f"full sync: extension configuration tables changed ({', '.join(configuration)}); "
+                                "their rows are added to the extension's own, which only a new build can redo")
+        _full(context, snap)
+        return
     if changed and not context.local.superuser:
         summary.notes.insert(0, "full sync: copying only changed tables needs a superuser on the local server")
         _full(context, snap)
@@ -540,6 +572,7 @@ def _install_updated_spare(context: _Context, work: str, copies: list[TableCopy]
     try:
         with phases("working copy"):
             horizon, relfilenodes = _refresh_copy(context, work, copies, state)
+            _apply_settings(context, work, state.database_settings)
         with phases("swap"):
             summary.sessions_disconnected, old = swap_names(context.admin, work, dest)
     except (psycopg.Error, TetherError) as error:
@@ -565,7 +598,7 @@ def _refresh_copy(context: _Context, work: str, copies: list[TableCopy], state: 
             conn.execute("SET LOCAL session_replication_role = replica")
             _clear_tables(context, conn, copies)
             for copy in copies:
-                rows = copy_between(snapshot, conn, copy.relation.identifier, copy.column_list())
+                rows = copy_between(snapshot, conn, copy.relation)
                 if rows != state.local_rows.get(copy.name):
                     raise TetherError(f"{copy.name} has {rows} rows in the spare copy but "
                                       f"{state.local_rows.get(copy.name)} in the snapshot")
@@ -740,23 +773,44 @@ def _populated_views(context: _Context) -> list[Relation]:
             if relation.kind == "m" and relation.populated and relation.oid not in context.plan.excluded_oids]
 
 
+def _restore_large_objects(context: _Context, target: DatabaseAddress, main: list[TocEntry]) -> None:
+    """The large objects' contents (created empty with the schema), from the archive pg_dump wrote."""
+    contents = [entry for entry in main if entry.kind() in LARGE_OBJECT_DATA_KINDS]
+    if not contents:
+        return
+    _, pg_restore = _programs(context)
+    assert context.archive is not None
+    with context.phases("large objects"):
+        context.progress.phase("large objects")
+        run_program(pg_restore_argv(pg_restore, target, context.archive, section="data",
+                                    list_file=write_list(context.work_dir / "large-objects.list", contents)),
+                    local_env(target), "pg_restore of the large objects")
+
+
 def _finish_local(context: _Context, target: DatabaseAddress, sequences: dict[str, list[Any]],
-                  tolerant_script: str | None, copies: list[TableCopy]) -> None:
-    """Materialized views, sequences, privileges and policies, statistics."""
+                  copies: list[TableCopy]) -> None:
+    """Sequences, owners and privileges, materialized views, event triggers, statistics.
+
+    In ``pg_dump | psql``'s order: materialized views are computed once their owners and privileges are in
+    place (a refresh runs as the view's owner), and event triggers come last so that none fires meanwhile.
+    """
     phases, summary = context.phases, context.summary
     views = _populated_views(context)
+    assert context.archive_sql is not None
     with connect_local(target) as conn:
-        if views and copies:
-            with phases("materialized views"):
-                summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
         with phases("sequences"):
             apply_sequences(conn, sequences, local_sequences(conn))
-        if tolerant_script:
-            with phases("privileges"):
-                conn.autocommit = False
-                summary.skipped_privileges = replay_tolerant(conn, tolerant_script)
-                conn.commit()
-                conn.autocommit = True
+
+        def refresh() -> None:
+            if views and copies:
+                with phases("materialized views"):
+                    failed: list[str] = []
+                    summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views, failed))
+                    summary.notes.extend(f"materialized view {failure}: left unpopulated, as pg_dump | psql would"
+                                         for failure in failed)
+
+        with phases("privileges"):
+            _record_skipped(summary, replay_after_restore(conn, context.archive_sql, refresh))
     if context.options.analyze and copies:
         context.progress.phase("collecting statistics (ANALYZE)")
         targets = [copy.relation for copy in copies] + (views if copies else [])
@@ -765,6 +819,15 @@ def _finish_local(context: _Context, target: DatabaseAddress, sequences: dict[st
                          lambda: connect_local(target),
                          lambda conn, relation: _analyze(conn, [relation]),
                          context.options.jobs)
+
+
+def _record_skipped(summary: SyncSummary, skipped: list[Skipped]) -> None:
+    """What the local server refused, in the summary: owners it lacks, privileges and the rest it skipped."""
+    for item in skipped:
+        if item.statement.startswith("ALTER ") and " OWNER TO " in item.statement:
+            summary.owners_mapped.append(str(item))
+        else:
+            summary.skipped_privileges.append(str(item))
 
 
 def _count_rows(conn: psycopg.Connection, relations: dict[str, LocalRelation],
@@ -796,7 +859,8 @@ def _check_counts(context: _Context, relations: dict[str, LocalRelation], counte
     summary = context.summary
     local_rows = {name: counted[name] if name in counted else (previous.local_rows[name] if previous else 0)
                   for name in relations}
-    expected = {copy.name: (results[copy.name].rows if copy.name in results
+    expected = {copy.name: (results[copy.name].rows + results[copy.name].base_rows if copy.name in results
+                            else previous.local_rows.get(copy.name, 0) if previous and copy.appends
                             else previous.tables[copy.name].rows if previous else 0)
                 for copy in context.plan.copies}
     wrong = [f"{name}: {expected[name]} in the source snapshot, {local_rows.get(name)} locally"
@@ -823,7 +887,7 @@ def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableS
                      options_digest=context.options_digest, catalog_digest=context.catalog_digest,
                      tables=tables, sequences=sequences, local_relfilenodes=relfilenodes,
                      snapshot_relfilenodes=relfilenodes, local_rows=local_rows, local_catalog_rows=catalogs,
-                     content_id=uuid.uuid4().hex)
+                     content_id=uuid.uuid4().hex, database_settings=context.settings)
 
 
 def _install(context: _Context, built: str, state: SyncState) -> None:
@@ -844,6 +908,7 @@ def _install_without_snapshot(context: _Context, built: str) -> None:
         # First: a snapshot left from an earlier sync must not outlive the database it describes (a re-sync
         # would take the new database for a changed one and reset it to the old data).
         retired = localdb.retire_snapshot(context.admin, dest)
+        _apply_settings(context, built, context.settings)
         summary.sessions_disconnected, old = swap_names(context.admin, built, dest)
     summary.notes.append("no snapshot kept (--no-snapshot): db.reset needs a sync that keeps one")
     if summary.sessions_disconnected:
@@ -860,12 +925,19 @@ def _install_working_copy(context: _Context, state: SyncState, retired: list[str
     try:
         with phases("working copy"):
             horizon = localdb.copy_database(context.admin, context.snapshot_db, work)
+            _apply_settings(context, work, state.database_settings)
         with phases("swap"):
             summary.sessions_disconnected, old = swap_names(context.admin, work, dest)
     except BaseException:
         _drop_quietly(context, [work])
         raise
     _installed(context, state, state.snapshot_files(), horizon, [*retired, old] if old else retired)
+
+
+def _apply_settings(context: _Context, database: str, templates: list[str]) -> None:
+    """The source database's settings on a database about to become the working one (see apply_database_settings)."""
+    skipped = localdb.apply_database_settings(context.admin, database, templates)
+    context.summary.settings_skipped.extend(str(item) for item in skipped)
 
 
 def _installed(context: _Context, state: SyncState, relfilenodes: dict[str, int], horizon: int,

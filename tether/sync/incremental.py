@@ -69,6 +69,9 @@ class SyncState:
     dest_horizon: int | None = None
     sequences_in_snapshot: bool = True  # False once a re-sync found only sequences changed (set on resets)
     content_id: str = ""  # new whenever the snapshot's contents change; a spare copy names the one it holds
+    # The source database's own settings (ALTER DATABASE / ROLE ... IN DATABASE ... SET), given to every working
+    # database made from the snapshot (CREATE DATABASE ... TEMPLATE does not copy them). See tether.archive.
+    database_settings: list[str] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def snapshot_files(self) -> dict[str, int]:

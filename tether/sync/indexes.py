@@ -18,10 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from tether.conninfo import DatabaseAddress
-from tether.errors import TetherError
-from tether.sync.catalog import SourceCatalog
-from tether.sync.schema import (
+from tether.archive import (
     TocEntry,
     offline_env,
     pg_restore_script_argv,
@@ -30,6 +27,9 @@ from tether.sync.schema import (
     sql_only,
     write_list,
 )
+from tether.conninfo import DatabaseAddress
+from tether.errors import TetherError
+from tether.sync.catalog import SourceCatalog
 from tether.sync.snapshot import connect_local
 
 EARLY_KINDS = ("INDEX", "CONSTRAINT")
@@ -65,11 +65,11 @@ def early_script(pg_restore: Path, archive: Path, groups: dict[int, list[TocEntr
     script = run_program(pg_restore_script_argv(pg_restore, archive, list_file), offline_env(),
                          "pg_restore --file=- (indexes)")
     prologue, chunks = split_script(sql_only(script))
-    if len(chunks) != len(ordered) or any(kind not in EARLY_KINDS for kind, _ in chunks):
+    if len(chunks) != len(ordered) or any(chunk.kind not in EARLY_KINDS for chunk in chunks):
         return None
     statements: dict[int, list[str]] = {}
-    for (oid, _), (_, body) in zip(ordered, chunks, strict=True):
-        statements.setdefault(oid, []).append(body)
+    for (oid, _), chunk in zip(ordered, chunks, strict=True):
+        statements.setdefault(oid, []).append(chunk.body)
     return EarlyScript(prologue, statements)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tether.archive import Replay, Skipped, replay_tolerant, settings_for
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.paths import runtime_dir
@@ -208,6 +209,16 @@ def _while_snapshot_in_use(admin: DatabaseAddress, target: str, verb: str,
                 time.sleep(0.05 * (attempt + 1))  # a db.reset is copying the snapshot: wait for it
     raise TetherError(f"Could not {verb} the snapshot {snapshot_name(target)!r}: it stays in use (is a db.reset "
                       f"running?). Run the sync again; {target!r} is unchanged.")
+
+
+def apply_database_settings(admin: DatabaseAddress, name: str, templates: list[str]) -> list[Skipped]:
+    """Give the database ``name`` the source database's settings; those the local server refuses (a role or a
+    parameter it lacks) are skipped and returned. Only working databases get them: the sync's own sessions on
+    the snapshot and the spare must not run under, say, ``default_transaction_read_only``."""
+    if not templates:
+        return []
+    with admin_connect(admin) as conn:
+        return replay_tolerant(conn, Replay().extend("SETTING", settings_for(templates, name)))
 
 
 def allow_connections(admin: DatabaseAddress, name: str, allowed: bool) -> None:

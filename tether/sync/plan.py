@@ -38,25 +38,42 @@ class TableCopy:
     def name(self) -> str:
         return self.relation.qualified
 
+    @property
+    def appends(self) -> bool:
+        """An extension's configuration table already holds the extension's own rows: the user's are added."""
+        return self.relation.extension_condition is not None
+
     def column_list(self) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(column.name) for column in self.relation.copied_columns)
+        return column_list(self.relation)
 
     def copy_out(self) -> sql.Composed:
         """``COPY ... TO STDOUT`` on the source: the table itself, or a SELECT applying the rules."""
         options = sql.SQL(" (FORMAT BINARY)" if self.binary else "")
-        if not self.rules:
-            return sql.SQL("COPY {} ({}) TO STDOUT{}").format(self.relation.identifier, self.column_list(), options)
+        condition = self.relation.extension_condition
+        if not self.rules and not condition:
+            return sql.SQL("COPY {}{} TO STDOUT{}").format(self.relation.identifier, self.column_list(), options)
         selected = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(column_expression(self.rules[column.name], column), sql.Identifier(column.name))
             if column.name in self.rules else sql.Identifier(column.name)
             for column in self.relation.copied_columns)
-        return sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT{}").format(selected, self.relation.identifier,
-                                                                          options)
+        # The extension's own condition, as pg_dump applies it (SQL the extension's script wrote on the source).
+        where = sql.SQL(" " + condition) if condition else sql.SQL("")
+        return sql.SQL("COPY (SELECT {} FROM ONLY {}{}) TO STDOUT{}").format(selected, self.relation.identifier,
+                                                                            where, options)
 
     def copy_in(self, freeze: bool = False) -> sql.Composed:
         options = [*(["FORMAT BINARY"] if self.binary else []), *(["FREEZE"] if freeze else [])]
         suffix = sql.SQL(f" ({', '.join(options)})" if options else "")
-        return sql.SQL("COPY {} ({}) FROM STDIN{}").format(self.relation.identifier, self.column_list(), suffix)
+        return sql.SQL("COPY {}{} FROM STDIN{}").format(self.relation.identifier, self.column_list(), suffix)
+
+
+def column_list(relation: Relation) -> sql.Composable:
+    """`` (a, b)``: the columns COPY moves, by name (children may order them differently); nothing at all for
+    a table without copied columns, which still has rows (COPY then moves one empty line per row)."""
+    columns = relation.copied_columns
+    if not columns:
+        return sql.SQL("")
+    return sql.SQL(" ({})").format(sql.SQL(", ").join(sql.Identifier(column.name) for column in columns))
 
 
 @dataclass
@@ -67,6 +84,7 @@ class SyncPlan:
     skipped_foreign_keys: set[int]  # constraint oids left out: they point at an excluded table
     notes: list[str] = field(default_factory=list)
     rules_applied: list[AppliedRule] = field(default_factory=list)
+    large_objects: bool = True  # copy the source's large objects (with their owners, privileges and comments)
 
     @property
     def excluded_oids(self) -> set[int]:
@@ -95,8 +113,11 @@ def _matching(relations: Iterable[Relation], patterns: Sequence[str], flag: str)
 
 
 def build_plan(catalog: SourceCatalog, selection: Selection, rules: Mapping[int, Mapping[str, Rule]],
-               *, binary_allowed: bool) -> SyncPlan:
-    """Apply the patterns; partitions follow their root, views follow the tables they read."""
+               *, binary_allowed: bool, large_objects: bool = True) -> SyncPlan:
+    """Apply the patterns; partitions follow their root, views follow the tables they read.
+
+    ``large_objects``: copy the source's large objects (every one must be readable by the source role).
+    """
     selectable = [relation for relation in catalog.relations.values() if relation.partition_root is None]
     chosen = ({relation.oid for relation in selectable} if not selection.tables
               else _matching(selectable, selection.tables, "--tables"))
@@ -117,7 +138,26 @@ def build_plan(catalog: SourceCatalog, selection: Selection, rules: Mapping[int,
 
     def has_data(oid: int) -> bool:
         relation = catalog.relations[oid]
-        return relation.has_storage and oid not in excluded and oid not in data_off and not relation.extension_member
+        return (relation.has_storage and oid not in excluded and oid not in data_off
+                and (not relation.extension_member or relation.extension_condition is not None))
+
+    unreadable = sorted(catalog.relations[oid].qualified for oid in catalog.relations
+                        if oid not in excluded and not catalog.relations[oid].readable
+                        and (not catalog.relations[oid].extension_member
+                             or catalog.relations[oid].extension_condition is not None))
+    if unreadable:
+        shown = ", ".join(unreadable[:10]) + (f" and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
+        raise ConfigError(f"The source role {catalog.server.user!r} may not read {shown} (no SELECT privilege), and "
+                          "pg_dump and the copy both need to. Grant it SELECT on them (the readonly role has it on "
+                          "the application's tables), or leave them out with --exclude.")
+    if large_objects and catalog.unreadable_large_objects:
+        shown = ", ".join(str(oid) for oid in catalog.unreadable_large_objects[:10])
+        more = len(catalog.unreadable_large_objects) - 10
+        count = len(catalog.unreadable_large_objects)
+        raise ConfigError(f"The source role {catalog.server.user!r} may not read {count}"
+                          f" of the source's {catalog.large_objects} large objects ({shown}{' …' if more > 0 else ''})."
+                          " Grant it SELECT on them (GRANT SELECT ON LARGE OBJECT ...), or leave all large objects "
+                          "out with --exclude-large-objects.")
 
     skipped_keys: set[int] = set()
     problems: list[str] = []
@@ -158,8 +198,11 @@ def build_plan(catalog: SourceCatalog, selection: Selection, rules: Mapping[int,
     copies.sort(key=lambda copy: (-catalog.load_weight(copy.relation), copy.name))
     schema_only = [relation for oid, relation in catalog.relations.items()
                    if oid not in excluded and relation.kind in ("r", "f") and not has_data(oid)]
+    if catalog.large_objects and not large_objects:
+        notes.append(f"{catalog.large_objects} large objects left out (--exclude-large-objects)")
     return SyncPlan(excluded=[catalog.relations[oid] for oid in sorted(excluded)], schema_only=schema_only,
-                    copies=copies, skipped_foreign_keys=skipped_keys, notes=notes, rules_applied=rules_applied)
+                    copies=copies, skipped_foreign_keys=skipped_keys, notes=notes, rules_applied=rules_applied,
+                    large_objects=large_objects and catalog.large_objects > 0)
 
 
 def exclude_table_pattern(relation: Relation) -> str:

@@ -74,6 +74,7 @@ def reset_from_snapshot(admin: DatabaseAddress, dest: DatabaseAddress, state: Sy
         if not state.sequences_in_snapshot:
             with connect_local(dest.with_database(work)) as conn:
                 apply_sequences(conn, state.sequences, local_sequences(conn))
+        localdb.apply_database_settings(admin, work, state.database_settings)
         disconnected, old = swap_names(admin, work, dest.database)
     except BaseException:
         localdb.drop_now(admin, [work])

@@ -28,6 +28,7 @@ class LocalServer:
     database_oid: int | None  # of the destination database, None when it does not exist yet
     maintenance: DatabaseAddress  # where to run CREATE/ALTER/DROP DATABASE
     superuser: bool = False
+    available_extensions: frozenset[str] = frozenset()  # what CREATE EXTENSION can install here
 
     @property
     def major(self) -> int:
@@ -58,14 +59,29 @@ def inspect_local(dest: DatabaseAddress) -> LocalServer:
             continue
         row = conn.execute("SELECT pg_postmaster_start_time()::text, current_setting('server_version_num')::int,"
                            " (SELECT oid FROM pg_database WHERE datname = %s),"
-                           " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                           " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
+                           " (SELECT array_agg(name) FROM pg_available_extensions)",
                            (dest.database,)).fetchone()
         assert row is not None
-        return LocalServer(system_identifier(conn), row[0], row[1], row[2], address, bool(row[3]))
+        return LocalServer(system_identifier(conn), row[0], row[1], row[2], address, bool(row[3]),
+                           frozenset(row[4] or ()))
     detail = str(last_error).strip().splitlines()[-1] if last_error else "no maintenance database"
     raise TetherError(f"Could not connect to the destination server {dest.masked_url()} (through its postgres or "
                       f"template1 database): {detail}. Is the local server running (`invoke up`), and may "
                       f"{dest.user!r} connect and create databases?")
+
+
+def check_extensions(extensions: dict[str, str], local: LocalServer) -> None:
+    """Refuse, before anything is written, a source whose extensions the local server cannot install."""
+    missing = sorted(f"{name} {version}" for name, version in extensions.items()
+                     if name not in local.available_extensions)
+    if missing and local.available_extensions:
+        major = local.major
+        raise TetherError(f"The source uses extensions the local server (PostgreSQL {major}) does not have: "
+                          f"{', '.join(missing)}. The copy would fail while creating the schema; nothing was written. "
+                          "Install them on this machine (on Debian and Ubuntu, most come as "
+                          f"postgresql-{major}-<name>, e.g. postgresql-{major}-postgis-3; the contrib ones in "
+                          "postgresql-contrib) and run the sync again.")
 
 
 def same_server(source: ServerInfo, local: LocalServer) -> bool:

@@ -66,10 +66,14 @@ def local_sequences(conn: psycopg.Connection) -> dict[str, sql.Identifier]:
     return {f"{schema}.{name}": sql.Identifier(schema, name) for schema, name in rows}
 
 
-def refresh_materialized_views(conn: psycopg.Connection, views: Iterable[Relation]) -> list[str]:
+def refresh_materialized_views(conn: psycopg.Connection, views: Iterable[Relation],
+                               failures: list[str] | None = None) -> list[str]:
     """REFRESH the materialized views the source had populated, in an order their dependencies allow.
 
     They are computed again from the copied (anonymized) rows, so they hold no raw personal data either.
+    A refresh runs as the view's owner; one that fails (an owner without the privileges it needs, say) fails
+    the call, or, given ``failures``, is listed there and the view left unpopulated, as ``pg_dump | psql``
+    would leave it.
     """
     pending = list(views)
     refreshed: list[str] = []
@@ -82,7 +86,15 @@ def refresh_materialized_views(conn: psycopg.Connection, views: Iterable[Relatio
                 refreshed.append(view.qualified)
             except psycopg.errors.ObjectNotInPrerequisiteState:
                 waiting.append(view)  # it reads another materialized view not refreshed yet
+            except psycopg.Error as error:
+                if failures is None:
+                    raise
+                failures.append(f"{view.qualified} ({' '.join(str(error).split())})")
         if waiting and len(waiting) == len(pending):
-            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(waiting[0].identifier))
+            if failures is None:
+                conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(waiting[0].identifier))
+            else:  # it reads a view that could not be refreshed
+                failures.extend(f"{view.qualified} (reads an unpopulated materialized view)" for view in waiting)
+                waiting = []
         pending = waiting
     return refreshed

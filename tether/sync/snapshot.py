@@ -29,6 +29,9 @@ LOCAL_SETTINGS = {
     "synchronous_commit": "off",
     "statement_timeout": "0",
     "idle_in_transaction_session_timeout": "0",
+    "lock_timeout": "0",
+    # A working database carries the source database's own settings: ours win in the sync's sessions.
+    "default_transaction_read_only": "off",
     "maintenance_work_mem": "256MB",
 }
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")

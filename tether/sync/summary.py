@@ -29,7 +29,9 @@ class SyncSummary:
     rules_applied: list[dict[str, str]] = field(default_factory=list)
     changed_tables: list[str] = field(default_factory=list)  # incremental: what was copied again, and why none
     sessions_disconnected: int = 0
-    skipped_privileges: list[str] = field(default_factory=list)  # grants/policies naming roles missing locally
+    skipped_privileges: list[str] = field(default_factory=list)  # grants, policies, labels the local server refused
+    owners_mapped: list[str] = field(default_factory=list)  # objects left to the local user: their owner is missing
+    settings_skipped: list[str] = field(default_factory=list)  # database settings the local server refused
     notes: list[str] = field(default_factory=list)
     verified: bool = False  # every table's local row count equals the source snapshot's
     row_counts: dict[str, int] = field(default_factory=dict)
@@ -59,8 +61,13 @@ class SyncSummary:
             lines.append(f"  changed since the last sync: {shown}")
         lines.append(f"  sessions disconnected from the local database: {self.sessions_disconnected}")
         if self.skipped_privileges:
-            lines.append(f"  skipped {len(self.skipped_privileges)} privilege or policy statements naming roles "
-                         "this server lacks (see --json)")
+            lines.append(f"  skipped {len(self.skipped_privileges)} privilege, policy or label statements this server "
+                         "refused, mostly naming roles it lacks (see --json)")
+        if self.owners_mapped:
+            lines.append(f"  {len(self.owners_mapped)} objects belong to the local user: their owner role does not "
+                         "exist on this server (see --json)")
+        if self.settings_skipped:
+            lines.append(f"  skipped {len(self.settings_skipped)} database settings this server refused (see --json)")
         lines.extend(f"  note: {note}" for note in self.notes[:10])
         if len(self.notes) > 10:
             lines.append(f"  … and {len(self.notes) - 10} more notes (see --json)")

@@ -52,6 +52,8 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
         "analyze": "ANALYZE the copied tables, so the planner has statistics (costs about 15% more time)",
         "no_snapshot": "keep no snapshot: about a quarter faster, but no db.reset and no incremental re-sync "
                        "(config sync.snapshot)",
+        "exclude_large_objects": "copy no large objects (config sync.large_objects: false); an anonymized sync "
+                                 "otherwise needs `large_objects: keep|drop` in the rules when the source has some",
         "allow_remote_dest": "allow a destination that is not on this machine (it is replaced entirely)",
         "yes": "answer yes to the confirmation (required in CI)",
         "json": "print the summary as JSON on stdout",
@@ -62,8 +64,8 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
 def sync_prod(c: Context, source: str | None = None, dest: str | None = None, tables: list[str] | None = None,
               exclude: list[str] | None = None, exclude_data: list[str] | None = None, jobs: int = 0,
               no_anonymize: bool = False, rules: str | None = None, full: bool = False, analyze: bool = False,
-              no_snapshot: bool = False, allow_remote_dest: bool = False, yes: bool = False,
-              json: bool = False) -> None:
+              no_snapshot: bool = False, exclude_large_objects: bool = False, allow_remote_dest: bool = False,
+              yes: bool = False, json: bool = False) -> None:
     """Copy production into the local database: consistent, anonymized, atomic, incremental.
 
     Honours sync.snapshot (default true): keep the synced state for db.reset and incremental re-syncs; and
@@ -81,7 +83,8 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
         jobs=int(jobs or _setting(c, "jobs") or default_jobs()), anonymize=not no_anonymize,
         rules_path=Path(rules_file) if rules_file else None, allow_remote_dest=allow_remote_dest, yes=yes,
         analyze=analyze or _enabled(c, "analyze", False), full=full, spare=_enabled(c, "spare", True),
-        snapshot=not no_snapshot and _enabled(c, "snapshot", True))
+        snapshot=not no_snapshot and _enabled(c, "snapshot", True),
+        large_objects=not exclude_large_objects and _enabled(c, "large_objects", True))
     local = resolve_database(dest or _setting(c, "dest", "dev"))
     with open_database(source or "prod", readonly=True) as remote:
         summary = sync(remote, local, options, SyncProgress())
