@@ -155,3 +155,18 @@ def test_database_settings_are_retargeted():
     assert statements[2] == 'ALTER ROLE "App User" IN DATABASE ' + target + " SET statement_timeout TO '5s';"
     assert archive.database_settings("ALTER DATABASE shop SET a TO 'b';", "shop") == [
         f"ALTER DATABASE {archive.DATABASE_MARK} SET a TO 'b';"]
+
+
+def test_partition_index_attachments_and_what_needs_them_run_alone():
+    toc = archive.parse_toc("""
+10; 1259 1 INDEX app events_kind_idx postgres
+11; 1259 2 INDEX app events_2024_kind_idx postgres
+12; 0 0 INDEX ATTACH app events_2024_kind_idx postgres
+;	depends on: 10 11
+13; 2606 3 FK CONSTRAINT app notes notes_event_fkey postgres
+;	depends on: 12
+14; 2606 4 FK CONSTRAINT app other other_fkey postgres
+""")
+    parallel, serial = archive.split_attachments(toc.entries)
+    assert [entry.dump_id for entry in parallel] == [10, 11, 14]
+    assert [entry.dump_id for entry in serial] == [12, 13]

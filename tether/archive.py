@@ -42,7 +42,8 @@ _MULTI_WORD_KINDS = sorted((
 ), key=len, reverse=True)
 DEFERRED_KINDS = frozenset({"ACL", "DEFAULT ACL", "POLICY", "SECURITY LABEL", "PUBLICATION", "PUBLICATION TABLE",
                             "PUBLICATION TABLES IN SCHEMA"})
-LAST_KINDS = frozenset({"EVENT TRIGGER"})
+# pg_restore's last pass: event triggers, then materialized views computed as their owners, privileges in place.
+LAST_KINDS = frozenset({"EVENT TRIGGER", "MATERIALIZED VIEW DATA"})
 # The database itself (only ``pg_restore --create`` restores these): tether applies its settings on its own.
 DATABASE_KINDS = frozenset({"DATABASE", "DATABASE PROPERTIES"})
 LARGE_OBJECT_KINDS = frozenset({"BLOB", "LARGE OBJECT"})  # PostgreSQL 17 renamed BLOB
@@ -151,6 +152,21 @@ def phases(entries: Sequence[TocEntry]) -> Phases:
 def _is_extension_comment(entry: TocEntry) -> bool:
     """``COMMENT ON EXTENSION`` needs the extension's owner (a superuser, usually): replayed, not required."""
     return entry.kind() == "COMMENT" and entry.rest.startswith("COMMENT - EXTENSION ")
+
+
+def split_attachments(entries: Sequence[TocEntry]) -> tuple[list[TocEntry], list[TocEntry]]:
+    """(entries for the parallel post-data run, entries to apply one at a time after it).
+
+    ``ALTER INDEX ... ATTACH PARTITION`` run in parallel with work on the same partitioned table can deadlock
+    (seen with ``pg_restore --jobs 2`` on sub-partitioned tables); those entries, and everything that depends on
+    them (foreign keys to partitioned tables), go in the serial run.
+    """
+    serial: set[int] = set()
+    for entry in entries:  # archive order: dependencies first
+        if entry.kind() == "INDEX ATTACH" or serial & set(entry.depends_on):
+            serial.add(entry.dump_id)
+    return ([entry for entry in entries if entry.dump_id not in serial],
+            [entry for entry in entries if entry.dump_id in serial])
 
 
 def write_list(path: Path, entries: Iterable[TocEntry]) -> Path:
@@ -290,10 +306,10 @@ def _with_owner(kind: str, body: str) -> Chunk:
 
 
 def statements_of(chunk: Chunk) -> list[str]:
-    """ACL entries are one GRANT/REVOKE (or SET/RESET SESSION AUTHORIZATION) per line: each stands alone, as
-    in psql; anything else is one statement."""
+    """ACL entries are one GRANT/REVOKE (or SET/RESET SESSION AUTHORIZATION) per line, and a table's security
+    labels one per column: each stands alone, as in psql; anything else is one statement."""
     lines = [line for line in chunk.body.splitlines() if line.strip() and not line.startswith("--")]
-    if chunk.kind in ("ACL", "DEFAULT ACL") and all(line.rstrip().endswith(";") for line in lines):
+    if chunk.kind in ("ACL", "DEFAULT ACL", "SECURITY LABEL") and all(line.rstrip().endswith(";") for line in lines):
         return lines
     return [chunk.body] if chunk.body else []
 

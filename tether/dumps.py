@@ -418,7 +418,9 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
                                           f"pg_restore --list {path.name}")
         toc = archive_toc.parse_toc(listing)
         order = archive_toc.phases(toc.entries)
-        main_list = archive_toc.write_list(Path(work) / "main.list", order.main)
+        parallel, serial = archive_toc.split_attachments(order.main) if jobs > 1 else (order.main, [])
+        main_list = archive_toc.write_list(Path(work) / "main.list", parallel)
+        serial_list = archive_toc.write_list(Path(work) / "serial.list", serial)
         later = archive_toc.read_archive(program, path, toc, order, Path(work))
         _create_scratch(admin, scratch_db, target.database)
         try:
@@ -431,6 +433,11 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
                     secrets=[target.password],
                     hint=f"{unchanged} If the error names an extension or a library that exists only where the dump "
                          "was made, install it locally and run the restore again.")
+                if serial:
+                    run_with_progress(pgtools.pg_restore_argv(program, scratch, path, use_list=serial_list),
+                                      pgtools.program_env(scratch, base=os.environ),
+                                      f"pg_restore of {path.name} (partition index attachments)",
+                                      secrets=[target.password], hint=unchanged)
             with _connect(scratch) as conn:
                 skipped = archive_toc.replay_after_restore(conn, later)
             with _connect(admin) as conn:

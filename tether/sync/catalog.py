@@ -377,16 +377,26 @@ def catalog_fingerprint(conn: psycopg.Connection) -> str:
     parts.append(sql.SQL("SELECT 'settings', count(*), coalesce(sum(hashtextextended(setrole::text || ':' || "
                          "setconfig::text, 0)), 0) FROM pg_catalog.pg_db_role_setting WHERE setdatabase = "
                          "(SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())"))
-    # Large objects' contents change pg_largeobject only: its row versions where the role may read it (as
-    # catalogs above), else a hash of every readable object's bytes.
-    if conn.execute("SELECT has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')").fetchone()[0]:  # type: ignore[index]
-        parts.append(sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(ctid::text || ':' || "
-                             "xmin::text, 0)), 0) FROM pg_catalog.pg_largeobject"))
-    else:
-        _, unreadable = large_object_access(conn)
-        parts.append(sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(oid::text || ':' || "
-                             "md5(lo_get(oid)), 0)), 0) FROM pg_catalog.pg_largeobject_metadata "
-                             "WHERE NOT oid = ANY({})").format(sql.Literal(unreadable)))
+    parts.append(_large_objects_part(conn))
     rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
     digest = hashlib.sha256(repr(sorted((str(name), int(count), str(total)) for name, count, total in rows)).encode())
     return digest.hexdigest()
+
+
+def _large_objects_part(conn: psycopg.Connection) -> sql.Composed:
+    """A query of (name, count, hash) over the large objects' contents, which change pg_largeobject only: its row
+    versions where the role may read that catalog (as for the catalogs above), else every readable object's bytes."""
+    row = conn.execute("SELECT has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')").fetchone()
+    if row and row[0]:
+        return sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(ctid::text || ':' || "
+                       "xmin::text, 0)), 0) FROM pg_catalog.pg_largeobject").format()
+    _, unreadable = large_object_access(conn)
+    return sql.SQL("SELECT 'large objects', count(*), coalesce(sum(hashtextextended(oid::text || ':' || "
+                   "md5(lo_get(oid)), 0)), 0) FROM pg_catalog.pg_largeobject_metadata "
+                   "WHERE NOT oid = ANY({})").format(sql.Literal(unreadable))
+
+
+def large_object_fingerprint(conn: psycopg.Connection) -> str:
+    """A fingerprint of every large object's contents: a re-sync copies everything again when it changes."""
+    row = conn.execute(_large_objects_part(conn)).fetchone()
+    return f"{row[1]}:{row[2]}" if row else ""

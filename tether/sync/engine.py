@@ -36,6 +36,7 @@ from tether.archive import (
     read_archive,
     replay_after_restore,
     run_program,
+    split_attachments,
     write_list,
 )
 from tether.conninfo import DatabaseAddress
@@ -58,6 +59,7 @@ from tether.sync.catalog import (
     Relation,
     SourceCatalog,
     catalog_fingerprint,
+    large_object_fingerprint,
     read_catalog,
     table_sizes,
     with_sizes,
@@ -311,7 +313,10 @@ def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
     order = restore_phases(toc.entries, context.plan.skipped_foreign_keys)
     archive_sql = read_archive(pg_restore, archive, toc, order, context.work_dir)
     context.archive, context.order, context.archive_sql = archive, order, archive_sql
-    context.settings, context.schema_digest = archive_sql.settings, archive_sql.digest
+    # Large objects' contents are data pg_dump wrote, but not part of the script: they count as schema here, so
+    # a change means a full sync (their metadata is in the script already).
+    contents = large_object_fingerprint(snap.conn) if context.plan.large_objects else ""
+    context.settings, context.schema_digest = archive_sql.settings, archive_sql.digest + contents
 
 
 def _full_sync_reason(context: _Context, previous: SyncState | None, snap: SourceSnapshot) -> str | None:
@@ -403,7 +408,10 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
             if script is None:  # the script did not line up with the list: let pg_restore build them all
                 script, groups = EarlyScript("", {}), {}
             early = {id(entry) for entries in groups.values() for entry in entries}
-            post_list = write_list(context.work_dir / "post.list", (entry for entry in main if id(entry) not in early))
+            post = [entry for entry in main if id(entry) not in early]
+            parallel_post, serial_post = split_attachments(post)
+            post_list = write_list(context.work_dir / "post.list", parallel_post)
+            serial_list = write_list(context.work_dir / "post-serial.list", serial_post)
         builder = IndexBuilder(scratch_address, script, context.options.jobs)
         builder.start()
         index_builder = builder
@@ -454,6 +462,10 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
             run_program(pg_restore_argv(pg_restore, scratch_address, context.archive, section="post-data",
                                         list_file=post_list, jobs=context.options.jobs),
                         local_env(scratch_address), "pg_restore of constraints and triggers (post-data)")
+            if serial_post:
+                run_program(pg_restore_argv(pg_restore, scratch_address, context.archive, section="post-data",
+                                            list_file=serial_list, jobs=1),
+                            local_env(scratch_address), "pg_restore of partition index attachments (post-data)")
         _finish_local(context, scratch_address, sequences, plan.copies)
         local_rows, relations = _verify(context, scratch_address, results)
         tables = {name: TableState(result.rows, context.catalog.by_name()[name].relfilenode,
@@ -596,12 +608,15 @@ def _refresh_copy(context: _Context, work: str, copies: list[TableCopy], state: 
     with connect_local(context.dest.with_database(work)) as conn, _snapshot_session(context) as snapshot:
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
+            restore_triggers = _quiet_triggers(conn, copies)
             _clear_tables(context, conn, copies)
             for copy in copies:
                 rows = copy_between(snapshot, conn, copy.relation)
                 if rows != state.local_rows.get(copy.name):
                     raise TetherError(f"{copy.name} has {rows} rows in the spare copy but "
                                       f"{state.local_rows.get(copy.name)} in the snapshot")
+            for statement in restore_triggers:
+                conn.execute(statement)
             if views:
                 refresh_materialized_views(conn, views)
             apply_sequences(conn, state.sequences, local_sequences(conn))
@@ -628,6 +643,7 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
         src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
+            restore_triggers = _quiet_triggers(conn, copies)
             with phases("clear changed"):
                 _clear_tables(context, conn, copies)
             results: dict[str, CopyResult] = {}
@@ -640,6 +656,8 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
                                                       results[copy.name].bytes)
                 finally:
                     context.progress.stop_tables()
+            for statement in restore_triggers:
+                conn.execute(statement)
             src.execute("ROLLBACK")
             if views:
                 with phases("materialized views"):
@@ -747,6 +765,30 @@ def _fingerprints(context: _Context, snap: SourceSnapshot, previous_horizon: int
         found = fingerprint_tables(context.source, snap.snapshot_id, snap.xids, previous_horizon, relations,
                                    context.options.jobs)
     return {name: (value.window_rows, value.window_hash) for name, value in found.items()}
+
+
+def _quiet_triggers(conn: psycopg.Connection, copies: list[TableCopy]) -> list[sql.Composed]:
+    """Disable the user triggers that would fire while ``copies`` are refilled, in the caller's transaction.
+
+    Refills run as ``session_replication_role = replica``, which silences ordinary triggers and foreign key
+    checks, but triggers enabled REPLICA or ALWAYS still fire, and would change the rows being copied (a full
+    sync creates triggers only after the rows). Returns the statements that enable them again as they were.
+    """
+    if not copies:
+        return []
+    rows = conn.execute("""
+        SELECT n.nspname, c.relname, t.tgname, t.tgenabled
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE NOT t.tgisinternal AND t.tgenabled IN ('R', 'A')
+          AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                        ([copy.relation.schema for copy in copies], [copy.relation.name for copy in copies])).fetchall()
+    restore = []
+    for schema, table, trigger, enabled in rows:
+        target = sql.Identifier(schema, table)
+        conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(target, sql.Identifier(trigger)))
+        restore.append(sql.SQL("ALTER TABLE {} ENABLE {} TRIGGER {}").format(
+            target, sql.SQL("ALWAYS" if enabled == "A" else "REPLICA"), sql.Identifier(trigger)))
+    return restore
 
 
 def _clear_tables(context: _Context, conn: psycopg.Connection, copies: list[TableCopy]) -> None:

@@ -213,11 +213,12 @@ class LocalRelation:
 
 
 def local_relations(conn: psycopg.Connection) -> dict[str, LocalRelation]:
-    """Every user table and materialized view with storage in the connected database."""
+    """Every user table and populated materialized view with storage in the connected database (one never
+    populated, as at the source, cannot even be counted)."""
     rows = conn.execute("""
         SELECT n.nspname, c.relname, c.relfilenode, pg_relation_size(c.oid)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'
+        WHERE (c.relkind = 'r' OR (c.relkind = 'm' AND c.relispopulated)) AND c.relpersistence <> 't'
           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'""")
     return {f"{schema}.{name}": LocalRelation(sql.Identifier(schema, name), int(node), int(size))
             for schema, name, node, size in rows}

@@ -20,6 +20,9 @@ from tether.errors import TetherError
 APPLICATION_NAME = "tether sync-prod"
 SOURCE_SETTINGS = {
     "default_transaction_read_only": "on",
+    # As pg_dump does: names of other objects in the rows (regclass, regproc ... columns) are written
+    # schema-qualified, whatever search_path the source database or role sets.
+    "search_path": "pg_catalog",
     "statement_timeout": "0",
     "idle_in_transaction_session_timeout": "0",
     "lock_timeout": "60s",
@@ -32,6 +35,7 @@ LOCAL_SETTINGS = {
     "lock_timeout": "0",
     # A working database carries the source database's own settings: ours win in the sync's sessions.
     "default_transaction_read_only": "off",
+    "search_path": "pg_catalog",  # and read back the same way
     "maintenance_work_mem": "256MB",
 }
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
