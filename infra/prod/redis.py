@@ -19,11 +19,6 @@ def maintenance_day(day: int) -> str:
     return _WEEKDAYS[day - 1]
 
 
-def connect_mode(config: ProdStackConfig) -> str:
-    """Private services access when the stack has a private network (Cloud SQL needs it there already)."""
-    return "PRIVATE_SERVICE_ACCESS" if config.private_network else "DIRECT_PEERING"
-
-
 class MemorystoreRedis(pulumi.ComponentResource):
     """A Memorystore for Redis instance reachable only from the VPC, with its AUTH string in Secret Manager."""
 
@@ -40,7 +35,7 @@ class MemorystoreRedis(pulumi.ComponentResource):
             memory_size_gb=redis.memory_gb,
             redis_version=redis.version,
             authorized_network=redis.network,
-            connect_mode=connect_mode(config),
+            connect_mode=redis.connect_mode,  # from the VPC Redis joins (config.redis_connect_mode)
             auth_enabled=True,
             transit_encryption_mode=TRANSIT_ENCRYPTION,
             persistence_config=gcp.redis.InstancePersistenceConfigArgs(

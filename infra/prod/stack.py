@@ -9,7 +9,7 @@ import pulumi_gcp as gcp
 
 from infra.prod.access import DatabaseAccess
 from infra.prod.cloudsql import CloudSqlPostgres
-from infra.prod.config import ConfigValueError, ProdStackConfig, prod_stack_config
+from infra.prod.config import ProdStackConfig, prod_stack_config
 from infra.prod.redis import MemorystoreRedis
 from infra.prod.settings import PROJECT_NAME
 
@@ -20,7 +20,7 @@ BASE_APIS = ("sqladmin.googleapis.com", "secretmanager.googleapis.com", "iam.goo
 def required_apis(config: ProdStackConfig) -> tuple[str, ...]:
     """The Google APIs the stack's resources need switched on in the project."""
     apis = list(BASE_APIS)
-    if config.private_network:
+    if config.needs_private_services_access:
         apis.append("servicenetworking.googleapis.com")
     if config.redis is not None:
         apis.append("redis.googleapis.com")
@@ -43,10 +43,7 @@ class ProjectApis(pulumi.ComponentResource):
 
 def build_prod_stack(config: ProdStackConfig) -> dict[str, Any]:
     """Declare every prod resource and return the stack outputs (no password among them)."""
-    settings = config.settings
-    if not settings.gcp_project:
-        raise ConfigValueError(f"config key {PROJECT_NAME}:gcpProject (or gcp:project) must name the Google Cloud "
-                               "project: pulumi -C stacks/prod config set gcpProject YOUR-PROJECT")
+    settings = config.settings  # prod_stack_config has checked every rule, the project id among them
     depends_on: list[pulumi.Resource] = []
     if config.enable_apis:
         depends_on.append(ProjectApis("apis", settings.gcp_project, required_apis(config)))

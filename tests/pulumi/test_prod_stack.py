@@ -405,6 +405,30 @@ def test_memorystore_redis_on_and_off(deploy: Deploy) -> None:
     assert stack.outputs["redisCaCertificate"].startswith("-----BEGIN CERTIFICATE-----")
 
 
+VPC = "projects/acme-prod/global/networks/prod-vpc"
+
+
+@pytest.mark.parametrize(("values", "mode"), [
+    ({"privateNetwork": VPC}, "PRIVATE_SERVICE_ACCESS"),  # Redis joins the VPC Cloud SQL reaches privately
+    ({"privateNetwork": VPC, "redisNetwork": "prod-vpc"}, "PRIVATE_SERVICE_ACCESS"),  # the same VPC, by name
+    ({"privateNetwork": VPC, "redisNetwork": "https://www.googleapis.com/compute/v1/" + VPC},
+     "PRIVATE_SERVICE_ACCESS"),
+    ({"privateNetwork": VPC, "redisNetwork": "cache-vpc"}, "DIRECT_PEERING"),  # no private services access there
+    ({"redisNetwork": VPC}, "DIRECT_PEERING"),
+    ({"redisNetwork": "cache-vpc", "redisConnectMode": "private_service_access"}, "PRIVATE_SERVICE_ACCESS"),
+    ({"privateNetwork": VPC, "redisConnectMode": "DIRECT_PEERING"}, "DIRECT_PEERING"),
+], ids=["private-network", "same-vpc-by-name", "same-vpc-self-link", "other-vpc", "no-private-network",
+        "explicit-psa", "explicit-peering"])
+def test_redis_connect_mode_follows_the_network_redis_joins(deploy: Deploy, values: dict[str, Any],
+                                                            mode: str) -> None:
+    stack = deploy({"redis": True, **values})
+    (redis,) = stack.of_type(REDIS)
+    assert redis["connectMode"] == mode
+    needs_networking = mode == "PRIVATE_SERVICE_ACCESS" or "privateNetwork" in values
+    assert ("servicenetworking.googleapis.com" in {api["service"] for api in stack.of_type(SERVICE)}) \
+        == needs_networking
+
+
 def test_apis_are_switched_on_and_never_off(deploy: Deploy) -> None:
     apis = deploy().of_type(SERVICE)
     assert {api["service"] for api in apis} >= {"sqladmin.googleapis.com", "secretmanager.googleapis.com"}
@@ -426,7 +450,7 @@ def test_every_mocked_resource_passes_the_policy_pack(deploy: Deploy) -> None:
 
 @pytest.mark.parametrize(("values", "key"), [
     ({"gcpProject": ""}, "gcpProject"),
-    ({"postgresVersion": 11}, "postgresVersion"),
+    ({"postgresVersion": 19}, "postgresVersion"),
     ({"postgresVersion": "fifteen"}, "postgresVersion"),
     ({"edition": "STANDARD"}, "edition"),
     ({"tier": "n1-standard-1"}, "tier"),
