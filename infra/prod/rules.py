@@ -92,7 +92,8 @@ INSTANCE_NAME = _rule("instance-name", "lowercase letters, digits and hyphens, s
                       f"{INSTANCE_NAME_MAX} characters (the read replica's name adds -replica)", SQL_SETTINGS)
 POSTGRES_VERSIONS = range(10, 19)  # POSTGRES_10 ... POSTGRES_18; 9.6 is no whole number and long out of support
 POSTGRES_VERSION = _rule("postgres-version", "a PostgreSQL major version Cloud SQL runs: 10 to 18",
-                         PROVIDER_SQL_INSTANCE + " (database_version)")
+                         PROVIDER_SQL_INSTANCE + " (database_version); "
+                         "https://cloud.google.com/sql/docs/postgres/db-versions")
 EDITIONS = ("ENTERPRISE", "ENTERPRISE_PLUS")
 EDITION = _rule("edition", "ENTERPRISE or ENTERPRISE_PLUS", PROVIDER_SQL + " (edition)")
 # ENTERPRISE runs PostgreSQL on shared-core or custom machines only ("Postgres supports only shared-core machine

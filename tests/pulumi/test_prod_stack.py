@@ -35,7 +35,7 @@ from infra.policy_rules import Subject, violations
 from infra.prod.cloudsql import URL_SAFE_SPECIALS, data_options
 from infra.prod.config import DEFAULTS, ConfigValueError, prod_stack_config
 from infra.prod.settings import DEFAULTS as SETTINGS_DEFAULTS
-from infra.prod.settings import PROJECT_NAME, load_prod_settings
+from infra.prod.settings import PROJECT_NAME, load_prod_settings, read_prod_stack_file
 from infra.prod.stack import build_prod_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -368,6 +368,14 @@ def test_every_mocked_resource_passes_the_policy_pack(deploy: Deploy) -> None:
         assert found == {}, f"{resource.name}: {found}"
         checked += resource.type in {SQL_INSTANCE, REDIS}
     assert checked == 3
+
+
+def test_the_shipped_stack_file_deploys_and_passes_the_policy_pack(deploy: Deploy) -> None:
+    shipped = read_prod_stack_file(STACK_DIR / "Pulumi.prod.yaml")
+    for extra in ({}, {"replica": True, "redis": True}):
+        stack = deploy({**shipped, "gcpProject": PROJECT, **extra})
+        for resource in stack.custom_resources():
+            assert violations(Subject(resource.type, resource.inputs, resource.protect)) == {}, resource.name
 
 
 # --- reading the config --------------------------------------------------------------------------
