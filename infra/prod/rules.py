@@ -195,7 +195,9 @@ LABELS = _rule("labels", "keys of 1 to 63 characters starting with a lowercase l
 
 # --- checks -----------------------------------------------------------------------------------------------------
 
-_PROJECT_ID = re.compile(r"^(?:[a-z0-9][-a-z0-9.]*[a-z0-9]:)?[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+# Project ids and service account ids share one shape: 6 to 30 characters, a letter first, no hyphen last.
+_ID_6_30 = r"[a-z][-a-z0-9]{4,28}[a-z0-9]"
+_PROJECT_ID = re.compile(rf"^(?:[a-z0-9][-a-z0-9.]*[a-z0-9]:)?{_ID_6_30}$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _ZONE = re.compile(r"^([a-z]+-[a-z]+[0-9]+)-[a-z]$")
 _MULTI_REGIONS = ("asia", "eu", "us")
@@ -211,12 +213,12 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _FLAG_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 _DOMAIN_LABEL = r"[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"^[^@\s]+@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
-_ACCOUNT_ID = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$")
+_ACCOUNT_ID = re.compile(rf"^{_ID_6_30}$")
+# NAME@PROJECT.iam..., or NAME@PROJECT.DOMAIN.iam... for a domain-scoped DOMAIN:PROJECT
 _USER_MANAGED_ACCOUNT = re.compile(
-    r"^[a-z][-a-z0-9]{4,28}[a-z0-9]@[a-z][-a-z0-9]{4,28}[a-z0-9](?:\.[a-z0-9][-a-z0-9.]*[a-z0-9])?"
-    r"\.iam\.gserviceaccount\.com$")
+    rf"^{_ID_6_30}@{_ID_6_30}(?:\.[a-z0-9][-a-z0-9.]*[a-z0-9])?\.iam\.gserviceaccount\.com$")
 _COMPUTE_DEFAULT_ACCOUNT = re.compile(r"^\d+-compute@developer\.gserviceaccount\.com$")
-_APP_ENGINE_DEFAULT_ACCOUNT = re.compile(r"^[a-z][-a-z0-9]{4,28}[a-z0-9]@appspot\.gserviceaccount\.com$")
+_APP_ENGINE_DEFAULT_ACCOUNT = re.compile(rf"^{_ID_6_30}@appspot\.gserviceaccount\.com$")
 SERVICE_ACCOUNT_DOMAIN = ".gserviceaccount.com"
 _REDIS_NAME = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 
