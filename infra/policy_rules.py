@@ -39,7 +39,13 @@ class Subject:
 
     @property
     def is_replica(self) -> bool:
-        return bool(self.props.get("masterInstanceName"))
+        """A read replica names its primary; an empty or blank ``masterInstanceName`` is a primary's.
+
+        The engine hands a primary's state over with ``masterInstanceName: ""``: counting that as a replica
+        would skip the backup and deletion-protection rules for the very instance that holds the data.
+        """
+        master = self.props.get("masterInstanceName")
+        return isinstance(master, str) and master.strip() != ""
 
 
 Check = Callable[[Subject], list[str]]

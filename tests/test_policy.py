@@ -113,6 +113,20 @@ def test_read_replica_needs_tls_but_not_backups_or_protection() -> None:
     assert list(violations(Subject(SQL_INSTANCE, open_replica))) == ["cloudsql-ssl-required"]
 
 
+@pytest.mark.parametrize("master", ["", "   ", None], ids=["empty", "blank", "null"])
+def test_a_primary_with_an_empty_master_name_is_still_a_primary(master: str | None) -> None:
+    """The engine reports a primary's masterInstanceName as "": backups and protection still apply to it."""
+    def as_unnamed_primary(props: dict[str, Any]) -> None:
+        props["masterInstanceName"] = master
+        props["deletionProtection"] = False
+        settings(props)["backupConfiguration"] = {"enabled": False}
+
+    found = violations(Subject(SQL_INSTANCE, weakened(as_unnamed_primary), protect=False))
+    assert set(found) == {"cloudsql-backups-and-pitr", "cloudsql-deletion-protection"}
+    assert "automated backups are off: set settings.backupConfiguration.enabled to true" in \
+        found["cloudsql-backups-and-pitr"]
+
+
 @pytest.mark.parametrize("change", [
     lambda p: p.update(authEnabled=False),
     lambda p: p.pop("authEnabled"),

@@ -191,17 +191,16 @@ def require_docker() -> None:
 
 
 def require_prod_project() -> None:
-    """The prod stack file names a Google Cloud project (the program cannot guess it)."""
-    from infra.prod.settings import load_prod_settings
+    """The prod stack file names a Google Cloud project and passes every rule of infra/prod/rules.py.
 
-    path = stack_dir("prod") / "Pulumi.prod.yaml"
+    Checked before Pulumi starts, so a value Google would refuse stops here, before any cloud call.
+    """
+    from infra.prod.config import load_prod_stack_config
+
     try:
-        settings = load_prod_settings(path)
-    except ValueError as error:  # its message names the file, the key and the fix
+        load_prod_stack_config(stack_dir("prod") / "Pulumi.prod.yaml")
+    except ValueError as error:  # its message names the file, the key, the rule and a value that works
         raise ConfigError(str(error)) from None
-    if not settings.gcp_project:
-        raise ConfigError(f"The prod stack has no Google Cloud project: set tether-prod:gcpProject in {path} "
-                          "to your project id, then try again.")
 
 
 def require_ready(stack: str) -> None:

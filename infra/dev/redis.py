@@ -1,4 +1,8 @@
-"""The dev stack's Redis: a Docker container with a generated password and an append-only file on a volume."""
+"""The dev stack's Redis: a Docker container with a generated password and an append-only file on a volume.
+
+The password reaches the container as a root-only file uploaded before it starts, never as an environment
+variable: `docker inspect` prints a container's whole environment (Config.Env), values included.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,10 @@ from infra.dev.settings import RedisService
 
 PASSWORD_LENGTH = 32
 DATA_DIRECTORY = "/data"  # the official image's working directory and declared volume
+# Read by root only: the container's shell (before the image's entrypoint drops to `redis`) and the health check.
+# In /run, which every base image has: the upload creates no directory of its own.
+PASSWORD_FILE = "/run/redis-password"  # noqa: S105 - a path, not a password
+PASSWORD_FILE_MODE = "0400"  # noqa: S105 - a file mode
 
 
 @dataclass
@@ -24,25 +32,26 @@ class RedisArgs:
     bind_address: str  # host address the port is published on (loopback only)
 
 
-def server_command(service: RedisService) -> list[str]:
-    """The container command: redis-server reading `requirepass` from stdin, so no argv ever holds the password.
+def server_command(service: RedisService, password_file: str = PASSWORD_FILE) -> list[str]:
+    """The container command: redis-server reading `requirepass` from stdin, itself read from the password file.
 
-    `docker inspect` shows only the variable's name, and the process list shows no password even before
-    Redis rewrites its title. It still goes through the image's entrypoint, which drops root for `redis`.
+    Neither an argv nor the container's environment ever holds the password: `docker inspect` shows only this
+    command, and the process list shows no password even before Redis rewrites its title. It still goes
+    through the image's entrypoint, which drops root for `redis` after the file has been read.
     """
     appendonly = "yes" if service.appendonly else "no"
     script = (f"exec docker-entrypoint.sh redis-server - --appendonly {appendonly} <<EOF\n"
-              'requirepass "$REDIS_PASSWORD"\n'
+              f'requirepass "$(cat {password_file})"\n'
               "EOF\n")
     return ["sh", "-c", script]
 
 
-def health_test() -> list[str]:
-    """The health check: an authenticated PING (REDISCLI_AUTH is in the environment).
+def health_test(password_file: str = PASSWORD_FILE) -> list[str]:
+    """The health check: an authenticated PING, with REDISCLI_AUTH set for redis-cli alone from the file.
 
     redis-cli exits 0 even when the reply is an error such as NOAUTH, so the reply itself is checked.
     """
-    return ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+    return ["CMD-SHELL", f'REDISCLI_AUTH="$(cat {password_file})" redis-cli ping | grep -q PONG']
 
 
 class Redis(pulumi.ComponentResource):
@@ -63,16 +72,15 @@ class Redis(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.password = pulumi.Output.secret(generated.result)
-        # The server reads REDIS_PASSWORD (see server_command); redis-cli, in the health check, REDISCLI_AUTH.
-        environment: pulumi.Output[list[str]] = pulumi.Output.secret(generated.result.apply(
-            lambda password: [f"REDIS_PASSWORD={password}", f"REDISCLI_AUTH={password}"]))
         self.volume = docker.Volume(f"{name}-data", name=service.volume, opts=pulumi.ResourceOptions(parent=self))
         self.container = docker.Container(
             f"{name}-container",
             name=service.name,
             image=args.image,
             command=server_command(service),
-            envs=environment,
+            # Copied in before the container starts; secret in Pulumi's state, absent from `docker inspect`.
+            uploads=[docker.ContainerUploadArgs(file=PASSWORD_FILE, content=self.password,
+                                                permissions=PASSWORD_FILE_MODE)],
             ports=[docker.ContainerPortArgs(internal=service.internal_port, external=service.host_port,
                                             ip=self._host, protocol="tcp")],
             volumes=[docker.ContainerVolumeArgs(volume_name=self.volume.name, container_path=DATA_DIRECTORY)],

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.prod.apis import IAM, RESOURCE_MANAGER, SQL_ADMIN, ApiServices
 from infra.prod.config import ProdStackConfig, iam_service_account_user
 
 CLIENT_ROLE = "roles/cloudsql.client"
@@ -28,9 +29,15 @@ class DatabaseAccess(pulumi.ComponentResource):
     """The proxy's service account, IAM database users, and their instance-scoped role grants."""
 
     def __init__(self, name: str, config: ProdStackConfig, instance: gcp.sql.DatabaseInstance,
-                 instance_names: Sequence[str], opts: pulumi.ResourceOptions | None = None) -> None:
+                 instance_names: Sequence[str], apis: ApiServices,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tether:prod:DatabaseAccess", name, None, opts)
         project = config.settings.gcp_project
+        self._apis = apis
+        # Cloud SQL users call the SQL Admin API; the account, IAM; the grants, the project's IAM policy.
+        def user_options() -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=apis.on(SQL_ADMIN))
+
         condition = gcp.projects.IAMMemberConditionArgs(
             title="tether-prod-instances-only",
             description="Only the Cloud SQL instances of the tether prod stack",
@@ -43,7 +50,7 @@ class DatabaseAccess(pulumi.ComponentResource):
             display_name="Cloud SQL proxy (tether prod)",
             description="Runs the Cloud SQL Auth proxy in front of the tether prod instance",
             project=project,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=apis.on(IAM)),
         )
         self.proxy_member = self.proxy_account.email.apply(lambda email: f"serviceAccount:{email}")
         self._grant(f"{name}-proxy", self.proxy_member, roles, project, condition)
@@ -57,7 +64,7 @@ class DatabaseAccess(pulumi.ComponentResource):
                 project=project,
                 type="CLOUD_IAM_SERVICE_ACCOUNT",
                 deletion_policy="ABANDON",
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=user_options(),
             )
             self.proxy_iam_user = proxy_user.name
             self.iam_users.append(proxy_user)
@@ -65,14 +72,14 @@ class DatabaseAccess(pulumi.ComponentResource):
             self._grant(f"{name}-{email}", pulumi.Output.from_input(f"user:{email}"), roles, project, condition)
             self.iam_users.append(gcp.sql.User(
                 f"{name}-{email}-iam-user", name=email, instance=instance.name, project=project,
-                type="CLOUD_IAM_USER", deletion_policy="ABANDON", opts=pulumi.ResourceOptions(parent=self)))
+                type="CLOUD_IAM_USER", deletion_policy="ABANDON", opts=user_options()))
         for email in config.iam_service_accounts:
             self._grant(f"{name}-{email}", pulumi.Output.from_input(f"serviceAccount:{email}"), roles, project,
                         condition)
             self.iam_users.append(gcp.sql.User(
                 f"{name}-{email}-iam-user", name=iam_service_account_user(email), instance=instance.name,
                 project=project, type="CLOUD_IAM_SERVICE_ACCOUNT", deletion_policy="ABANDON",
-                opts=pulumi.ResourceOptions(parent=self)))
+                opts=user_options()))
         self.iam_user_names = pulumi.Output.all(*[user.name for user in self.iam_users])
         self.register_outputs({
             "proxyServiceAccount": self.proxy_account.email,
@@ -88,6 +95,6 @@ class DatabaseAccess(pulumi.ComponentResource):
                 role=role,
                 member=member,
                 condition=condition,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=self._apis.on(RESOURCE_MANAGER)),
             )
 

@@ -9,7 +9,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
-from infra.prod.config import ProdStackConfig, ReplicaConfig
+from infra.prod.apis import SECRET_MANAGER, SERVICE_NETWORKING, SQL_ADMIN, ApiServices
+from infra.prod.config import OWN_LABELS, ProdStackConfig, ReplicaConfig
 from infra.prod.settings import password_secret_id
 
 # Only these survive a URL, a shell and YAML unescaped (RFC 3986 "unreserved"), yet they satisfy
@@ -17,18 +18,44 @@ from infra.prod.settings import password_secret_id
 URL_SAFE_SPECIALS = "-_.~"
 PASSWORD_LENGTH = 32
 SSL_MODE = "ENCRYPTED_ONLY"
+# Cloud SQL grows the disk on its own (disk_autoresize), so the configured size is only the first one: sending it
+# again after a growth asks for a shrink, which the provider turns into a replacement (blocked by protect, so the
+# instance could no longer be changed). terraform-google-sql-db ignores settings[0].disk_size on primary and
+# replicas alike (modules/postgresql/main.tf, read_replica.tf); so do we.
+PRIMARY_IGNORED_CHANGES = ("settings.diskSize",)
+# Replicas take the primary's maintenance window, and the API reports it on them: ignore it as the module does.
+REPLICA_IGNORED_CHANGES = ("settings.diskSize", "settings.maintenanceWindow")
+READ_REPLICA_INSTANCE = "READ_REPLICA_INSTANCE"
 
 
-def data_options(parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.ResourceOptions:
+def data_options(parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource] = (),
+                 ignore_changes: Sequence[str] = ()) -> pulumi.ResourceOptions:
     """Options for resources that hold data: ``protect`` makes Pulumi refuse to delete or replace them.
 
     Built here, apart from the resource, because Pulumi's mocks never see resource options.
     """
-    return pulumi.ResourceOptions(parent=parent, protect=True, depends_on=list(depends_on))
+    return pulumi.ResourceOptions(parent=parent, protect=True, depends_on=list(depends_on),
+                                  ignore_changes=list(ignore_changes) or None)
+
+
+def primary_options(parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """The primary holds the data: protected, and blind to the disk size Cloud SQL grows."""
+    return data_options(parent, depends_on, PRIMARY_IGNORED_CHANGES)
+
+
+def replica_options(parent: pulumi.Resource | None, depends_on: Sequence[pulumi.Resource]) -> pulumi.ResourceOptions:
+    """A replica holds no data of its own (turning `replica` off must remove it), but its disk grows too."""
+    return pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on),
+                                  ignore_changes=list(REPLICA_IGNORED_CHANGES))
+
+
+def password_length(min_length: int) -> int:
+    """Generated passwords satisfy the instance's own policy, however long its minimum."""
+    return max(PASSWORD_LENGTH, min_length)
 
 
 def database_flags(config: ProdStackConfig) -> list[tuple[str, str]]:
-    """The instance's PostgreSQL flags: IAM login, slow-query and operational logging, then overrides."""
+    """The instance's PostgreSQL flags: IAM login, slow-query and operational logging, then extra flags."""
     flags: dict[str, str] = {
         "cloudsql.iam_authentication": "on" if config.iam_authentication else "off",
         # Statements slower than this are logged with their duration; -1 turns it off.
@@ -43,7 +70,7 @@ def database_flags(config: ProdStackConfig) -> list[tuple[str, str]]:
     }
     if config.max_connections:
         flags["max_connections"] = str(config.max_connections)
-    flags.update(config.extra_flags)
+    flags.update(config.extra_flags)  # never the three above: config refuses them (rule managed-flag)
     return sorted(flags.items())
 
 
@@ -58,7 +85,8 @@ def ip_configuration(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSetting
 
 
 def _common_settings(config: ProdStackConfig, tier: str, availability_type: str) -> dict[str, object]:
-    return {
+    """What primary and replica share. No maintenance window here: read replicas do not take one."""
+    common: dict[str, object] = {
         "tier": tier,
         "edition": config.edition,
         "availability_type": availability_type,
@@ -75,14 +103,20 @@ def _common_settings(config: ProdStackConfig, tier: str, availability_type: str)
             record_application_tags=True,
             record_client_address=False,
         ),
-        "maintenance_window": gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
-            day=config.maintenance_day, hour=config.maintenance_hour, update_track=config.maintenance_update_track),
         "user_labels": stack_labels(config),
     }
+    if config.edition == "ENTERPRISE_PLUS":  # the data cache block exists on ENTERPRISE_PLUS only (rules.DATA_CACHE)
+        common["data_cache_config"] = gcp.sql.DatabaseInstanceSettingsDataCacheConfigArgs(
+            data_cache_enabled=config.data_cache)
+    return common
 
 
 def primary_settings(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSettingsArgs:
-    """The primary's settings: backups with point-in-time recovery, password policy, deletion protection."""
+    """The primary's settings: backups with point-in-time recovery, maintenance window, password policy, protection.
+
+    REGIONAL availability needs backups and point-in-time recovery on (provider docs, availability_type): both
+    are always on here, whatever the availability.
+    """
     return gcp.sql.DatabaseInstanceSettingsArgs(
         **_common_settings(config, config.tier, config.availability_type),  # type: ignore[arg-type]
         deletion_protection_enabled=True,
@@ -97,6 +131,8 @@ def primary_settings(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSetting
             backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                 retained_backups=config.retained_backups, retention_unit="COUNT"),
         ),
+        maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
+            day=config.maintenance_day, hour=config.maintenance_hour, update_track=config.maintenance_update_track),
         password_validation_policy=gcp.sql.DatabaseInstanceSettingsPasswordValidationPolicyArgs(
             enable_password_policy=True,
             min_length=config.password_min_length,
@@ -107,15 +143,18 @@ def primary_settings(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSetting
 
 
 def replica_settings(config: ProdStackConfig, replica: ReplicaConfig) -> gcp.sql.DatabaseInstanceSettingsArgs:
-    """A read replica's settings: same network, TLS and flags; no backups (Cloud SQL refuses them on replicas)."""
+    """A read replica's settings: same network, TLS and flags; no backups, maintenance window or password policy.
+
+    Cloud SQL refuses backups on read replicas and applies the primary's maintenance window and password policy
+    to them; terraform-google-sql-db's read_replica.tf declares none of the three.
+    """
     return gcp.sql.DatabaseInstanceSettingsArgs(
         **_common_settings(config, replica.tier, "ZONAL"),  # type: ignore[arg-type]
-        backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(enabled=False),
     )
 
 
 def stack_labels(config: ProdStackConfig) -> dict[str, str]:
-    return {"app": "tether", "stack": "prod", "managed-by": "pulumi", **config.labels}
+    return {**OWN_LABELS, **config.labels}
 
 
 def secret_id(instance_name: str, user: str) -> str:
@@ -134,11 +173,13 @@ class PasswordUser:
 class CloudSqlPostgres(pulumi.ComponentResource):
     """A Cloud SQL for PostgreSQL instance, its application database, users and optional read replica."""
 
-    def __init__(self, name: str, config: ProdStackConfig, *, depends_on: Sequence[pulumi.Resource] = (),
+    def __init__(self, name: str, config: ProdStackConfig, apis: ApiServices,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tether:prod:CloudSqlPostgres", name, None, opts)
         settings = config.settings
         project = settings.gcp_project or None
+        self._apis = apis
+        instance_apis = (SQL_ADMIN, SERVICE_NETWORKING) if config.private_network else (SQL_ADMIN,)
         self.instance = gcp.sql.DatabaseInstance(
             f"{name}-instance",
             name=settings.instance_name,
@@ -147,7 +188,7 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             database_version=config.database_version,
             deletion_protection=True,
             settings=primary_settings(config),
-            opts=data_options(self, depends_on),
+            opts=primary_options(self, apis.on(*instance_apis)),
         )
         self.database = gcp.sql.Database(
             f"{name}-database",
@@ -158,7 +199,7 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             collation="en_US.UTF8",
             # Dropping the database is never Pulumi's call, even if the resource is removed.
             deletion_policy="ABANDON",
-            opts=data_options(self),
+            opts=data_options(self, apis.on(SQL_ADMIN)),
         )
         self.app = self._password_user(name, "app", settings.app_user, config, project, roles=None)
         # pg_read_all_data (PostgreSQL 14+) instead of Cloud SQL's default cloudsqlsuperuser membership.
@@ -167,6 +208,8 @@ class CloudSqlPostgres(pulumi.ComponentResource):
                                             roles=readonly_roles)
         self.replica: gcp.sql.DatabaseInstance | None = None
         if config.replica is not None:
+            # No replica_configuration: its fields serve MySQL and external primaries (failover_target is "not
+            # supported for Postgres"), and each one forces a new replica when it changes.
             self.replica = gcp.sql.DatabaseInstance(
                 f"{name}-replica",
                 name=config.replica.name,
@@ -174,11 +217,10 @@ class CloudSqlPostgres(pulumi.ComponentResource):
                 region=config.replica.region,
                 database_version=config.database_version,
                 master_instance_name=self.instance.name,
-                replica_configuration=gcp.sql.DatabaseInstanceReplicaConfigurationArgs(failover_target=False),
-                # A replica holds no data of its own: turning `replica` off must be able to remove it.
+                instance_type=READ_REPLICA_INSTANCE,
                 deletion_protection=False,
                 settings=replica_settings(config, config.replica),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
+                opts=replica_options(self, [self.database, *apis.on(*instance_apis)]),
             )
         self.connection_name = self.instance.connection_name
         self.private_ip = self.instance.private_ip_address
@@ -194,9 +236,11 @@ class CloudSqlPostgres(pulumi.ComponentResource):
 
     def _password_user(self, name: str, role: str, user: str, config: ProdStackConfig, project: str | None,
                        roles: list[str] | None) -> PasswordUser:
+        # Raising passwordMinLength above 32 regenerates both passwords on the next deploy (length is part of
+        # the random password's identity); the new ones reach Secret Manager as new versions of the secrets.
         password = random.RandomPassword(
             f"{name}-{role}-password",
-            length=PASSWORD_LENGTH,
+            length=password_length(config.password_min_length),
             special=True,
             override_special=URL_SAFE_SPECIALS,
             min_lower=2, min_upper=2, min_numeric=2, min_special=2,
@@ -212,7 +256,7 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             database_roles=roles,
             # A PostgreSQL role that owns objects cannot be dropped through the API; leave it to SQL.
             deletion_policy="ABANDON",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.database, *self._apis.on(SQL_ADMIN)]),
         )
         secret = gcp.secretmanager.Secret(
             f"{name}-{role}-password-secret",
@@ -220,12 +264,12 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             project=project,
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=stack_labels(config),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self._apis.on(SECRET_MANAGER)),
         )
         gcp.secretmanager.SecretVersion(
             f"{name}-{role}-password-version",
             secret=secret.id,
             secret_data=password.result,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self._apis.on(SECRET_MANAGER)),
         )
         return PasswordUser(user=sql_user, secret=secret)

@@ -1,25 +1,25 @@
-"""Every setting of the prod stack read from one lookup, checked, with its default (no Pulumi import).
+"""Every setting of the prod stack read from one lookup, checked against Google's rules, with its default.
 
-The Pulumi program passes a lookup over ``pulumi.Config``; tests pass a dict's ``get``. Values may
-arrive as YAML types or as the strings Pulumi hands over ("true", "7", '["a@b.c"]'). Each key is
-documented in ``stacks/prod/Pulumi.yaml``.
+No Pulumi import: the Pulumi program passes a lookup over ``pulumi.Config``; the invoke tasks read the stack file
+through ``load_prod_stack_config`` and refuse a bad value before any cloud call; tests pass a dict's ``get``. Values
+may arrive as YAML types or as the strings Pulumi hands over ("true", "7", '["a@b.c"]'). Each key is documented in
+``stacks/prod/Pulumi.yaml``; the rules themselves, with their sources, live in ``infra/prod/rules.py``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from infra.prod.settings import PROJECT_NAME, ProdSettings, prod_settings
+from infra.prod import rules
+from infra.prod.rules import Refusal, Rule
+from infra.prod.settings import PROJECT_NAME, ProdSettings, prod_settings, read_prod_stack_file
+from infra.stackfile import with_fix_hint
 
 Lookup = Callable[[str], Any]
-
-EDITIONS = ("ENTERPRISE", "ENTERPRISE_PLUS")
-REDIS_TIERS = ("BASIC", "STANDARD_HA")
-DISK_TYPES = ("PD_SSD", "PD_HDD")
 
 # The smallest dedicated-core machine: 1 vCPU and 3.75 GB. Cloud SQL derives max_connections from
 # memory and gives 3.75-6 GB exactly 100; shared_buffers defaults to a third of memory (~1.25 GB),
@@ -37,6 +37,7 @@ DEFAULTS: Mapping[str, Any] = {
     "diskType": "PD_SSD",
     "diskSizeGb": 10,
     "diskAutoresizeLimitGb": 100,
+    "dataCache": False,
     "backupStartTime": "02:00",
     "backupLocation": "",
     "retainedBackups": 14,
@@ -62,22 +63,33 @@ DEFAULTS: Mapping[str, Any] = {
     "redisMemoryGb": 1,
     "redisVersion": "REDIS_7_2",
     "redisNetwork": "",
+    "redisConnectMode": "",
     "enableApis": True,
     "labels": {},
 }
 
-_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$")
-_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_SERVICE_ACCOUNT_SUFFIX = ".gserviceaccount.com"
+# The labels the stack puts on everything (``stack_labels`` adds the configured ones).
+OWN_LABELS = {"app": "tether", "stack": "prod", "managed-by": "pulumi"}
 
 
 class ConfigValueError(ValueError):
-    """A config key holds a value the stack cannot use; the message names the key."""
+    """A config key holds a value the stack or Google Cloud cannot use.
+
+    The message is one paragraph naming the key, the value, the rule (with its source) and a value that works;
+    ``key``, ``value``, ``rule`` and ``fix`` carry the same for code.
+    """
+
+    def __init__(self, key: str, value: Any, refusal: Refusal) -> None:
+        self.key, self.value, self.rule, self.fix = key, value, refusal.rule, refusal.fix
+        super().__init__(
+            f"config key {PROJECT_NAME}:{key} is {shown(value)}: {refusal.reason}. Rule {refusal.rule.name}: "
+            f"{refusal.rule.requirement} (source: {refusal.rule.source}). "
+            f"A value that works: {key}: {shown(refusal.fix)}")
 
 
-def _problem(key: str, expected: str, raw: Any) -> ConfigValueError:
-    return ConfigValueError(f"config key {PROJECT_NAME}:{key} must be {expected}, got {raw!r}")
+def shown(value: Any) -> str:
+    """A value as it would be written in the stack file (JSON is YAML too)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True)
@@ -91,14 +103,21 @@ class _Reader:
     def text(self, key: str) -> str:
         return str(self.raw(key)).strip()
 
-    def integer(self, key: str, low: int, high: int) -> int:
+    def refuse(self, key: str, refusal: Refusal | None) -> None:
+        if refusal is not None:
+            raise ConfigValueError(key, self.raw(key), refusal)
+
+    def integer(self, key: str, rule: Rule, low: int, high: int,
+                suggest: Callable[[int], int] | None = None) -> int:
+        """A whole number from ``low`` to ``high``; ``suggest`` turns a bad one into one that works."""
         raw = self.raw(key)
-        try:
-            number = float(raw)  # Pulumi may hand numbers over as strings or floats
-        except (TypeError, ValueError):
-            raise _problem(key, "a whole number", raw) from None
-        if isinstance(raw, bool) or number != int(number) or not low <= number <= high:
-            raise _problem(key, f"a whole number from {low} to {high}", raw)
+        number = _number(raw)
+        if number is None:
+            raise ConfigValueError(key, raw, Refusal(rules.WHOLE_NUMBER, "it is not a whole number", DEFAULTS[key]))
+        if not low <= number <= high:
+            clamped = min(max(int(number), low), high)
+            self.refuse(key, Refusal(rule, f"{int(number)} is outside {low} to {high}",
+                                     suggest(int(number)) if suggest else clamped))
         return int(number)
 
     def flag(self, key: str) -> bool:
@@ -109,12 +128,12 @@ class _Reader:
             return True
         if str(raw).strip().lower() in {"false", "no", "off", "0"}:
             return False
-        raise _problem(key, "true or false", raw)
+        raise ConfigValueError(key, raw, Refusal(rules.BOOLEAN, "it is not a boolean", DEFAULTS[key]))
 
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+    def choice(self, key: str, rule: Rule, choices: tuple[str, ...]) -> str:
         value = self.text(key).upper()
         if value not in choices:
-            raise _problem(key, "one of " + ", ".join(choices), self.raw(key))
+            self.refuse(key, Refusal(rule, "it is none of " + ", ".join(choices), DEFAULTS[key]))
         return value
 
     def _structured(self, key: str) -> Any:
@@ -129,14 +148,25 @@ class _Reader:
     def strings(self, key: str) -> tuple[str, ...]:
         value = self._structured(key)
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise _problem(key, "a list of strings", self.raw(key))
+            self.refuse(key, Refusal(rules.STRING_LIST, "it is not a list of strings", DEFAULTS[key]))
         return tuple(item.strip() for item in value if item.strip())
 
     def mapping(self, key: str) -> dict[str, str]:
         value = self._structured(key)
         if not isinstance(value, dict):
-            raise _problem(key, "a mapping of names to values", self.raw(key))
+            self.refuse(key, Refusal(rules.STRING_MAP, "it is not a mapping", DEFAULTS[key]))
         return {str(name): _flag_text(item) for name, item in value.items()}
+
+
+def _number(raw: Any) -> float | None:
+    """``raw`` as a whole number (Pulumi may hand numbers over as strings or floats), else None."""
+    if isinstance(raw, bool):  # YAML's `yes` is no number, though Python would count it as 1
+        return None
+    try:
+        number = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number.is_integer() else None
 
 
 def _flag_text(value: Any) -> str:
@@ -155,7 +185,8 @@ class RedisConfig:
     tier: str
     memory_gb: int
     version: str
-    network: str  # VPC the instance is reachable from (self link, id or name)
+    network: str  # VPC the instance is reachable from (name, projects/... path or self link)
+    connect_mode: str  # DIRECT_PEERING or PRIVATE_SERVICE_ACCESS, for the network above
 
 
 @dataclass(frozen=True)
@@ -179,6 +210,7 @@ class ProdStackConfig:
     disk_type: str
     disk_size_gb: int
     disk_autoresize_limit_gb: int
+    data_cache: bool
     backup_start_time: str
     backup_location: str
     retained_backups: int
@@ -213,108 +245,169 @@ class ProdStackConfig:
         """Public IP only without a private network; it never has authorized networks (proxy only)."""
         return not self.private_network
 
+    @property
+    def needs_private_services_access(self) -> bool:
+        """Cloud SQL on a private IP, or Redis through private services access, need servicenetworking."""
+        return bool(self.private_network) or (self.redis is not None
+                                               and self.redis.connect_mode == "PRIVATE_SERVICE_ACCESS")
+
 
 def iam_service_account_user(email: str) -> str:
     """The PostgreSQL user name Cloud SQL gives an IAM service account: its email minus the domain suffix."""
-    return email.removesuffix(_SERVICE_ACCOUNT_SUFFIX)
+    return email.removesuffix(rules.SERVICE_ACCOUNT_DOMAIN)
+
+
+def proxy_account_email(account_id: str, project: str) -> str:
+    """The email Google gives a user-managed service account (a domain-scoped DOMAIN:ID becomes ID.DOMAIN)."""
+    domain, _, project_id = project.rpartition(":")
+    return f"{account_id}@{project_id}{'.' + domain if domain else ''}.iam{rules.SERVICE_ACCOUNT_DOMAIN}"
+
+
+def load_prod_stack_config(path: Path) -> ProdStackConfig:
+    """The whole prod config as ``stacks/prod/Pulumi.prod.yaml`` declares it, checked by every rule.
+
+    Any problem is a ``ValueError`` whose one-paragraph message names the file, the key, the rule and a value
+    that works, so the tasks can refuse a preview or a deploy before Pulumi or Google is called.
+    """
+    try:
+        values = read_prod_stack_file(path) if path.exists() else {}
+        return prod_stack_config(values.get)
+    except ValueError as error:
+        raise with_fix_hint(path, error, "stacks/prod/Pulumi.yaml") from None
 
 
 def prod_stack_config(lookup: Lookup) -> ProdStackConfig:
     """Read and check every prod key (missing keys take ``DEFAULTS``); raise ``ConfigValueError`` on bad ones."""
     read = _Reader(lookup)
     settings = prod_settings(lookup)
-    if not _INSTANCE_NAME.match(settings.instance_name):
-        raise _problem("instanceName", "lowercase letters, digits and hyphens, starting with a letter",
-                       settings.instance_name)
-    edition = read.choice("edition", EDITIONS)
+    project = settings.gcp_project
+    refusal = rules.check_project_id(project)
+    if refusal is not None:  # the value may come from gcp:project, so name it rather than the key's raw value
+        raise ConfigValueError("gcpProject", project, refusal)
+    read.refuse("region", rules.check_region(settings.region))
+    replica = read.flag("replica")
+    read.refuse("instanceName", rules.check_instance_name(settings.instance_name, with_replica=replica))
+    read.refuse("databaseName", rules.check_database_name(settings.database))
+    read.refuse("appUser", rules.check_user_name(settings.app_user, settings.readonly_user, "api_user"))
+    read.refuse("readonlyUser", rules.check_user_name(settings.readonly_user, settings.app_user, "readonly"))
+    edition = read.choice("edition", rules.EDITION, rules.EDITIONS)
     tier = read.text("tier")
-    _check_tier(tier, edition, "tier")
-    max_log_days = 35 if edition == "ENTERPRISE_PLUS" else 7
-    disk_size = read.integer("diskSizeGb", 10, 65536)
-    disk_limit = read.integer("diskAutoresizeLimitGb", 10, 65536)
+    read.refuse("tier", rules.check_tier(tier, edition))
+    data_cache = read.flag("dataCache")
+    if data_cache and edition != "ENTERPRISE_PLUS":
+        read.refuse("dataCache", Refusal(rules.DATA_CACHE, "data cache is an ENTERPRISE_PLUS feature", False))
+    disk_type = read.text("diskType").upper()
+    read.refuse("diskType", rules.check_disk_type(disk_type, edition))
+    disk_size = read.integer("diskSizeGb", rules.DISK_SIZE, rules.DISK_MIN_GB, rules.DISK_MAX_GB)
+    disk_limit = read.integer("diskAutoresizeLimitGb", rules.DISK_LIMIT, rules.DISK_MIN_GB, rules.DISK_MAX_GB)
     if disk_limit < disk_size:
-        raise ConfigValueError(f"config key {PROJECT_NAME}:diskAutoresizeLimitGb ({disk_limit}) must be at least "
-                               f"diskSizeGb ({disk_size}): the disk only grows up to the limit")
+        read.refuse("diskAutoresizeLimitGb", Refusal(rules.DISK_LIMIT, f"it is below diskSizeGb ({disk_size})",
+                                                     disk_size))
     backup_start = read.text("backupStartTime")
-    if not _HH_MM.match(backup_start):
-        raise _problem("backupStartTime", "a UTC time as HH:MM", backup_start)
+    read.refuse("backupStartTime", rules.check_backup_start(backup_start))
+    backup_location = read.text("backupLocation")
+    read.refuse("backupLocation", rules.check_backup_location(backup_location))
+    max_log_days = rules.LOG_RETENTION_MAX[edition]
+    log_days = read.integer("transactionLogRetentionDays", rules.LOG_RETENTION, 1, max_log_days)
+    retained_backups = read.integer("retainedBackups", rules.RETAINED_BACKUPS, 1, 365,
+                                    suggest=lambda wanted: min(max(wanted, log_days + 1), 365))
+    read.refuse("retainedBackups", rules.check_backups_over_logs(retained_backups, log_days))
+    private_network = read.text("privateNetwork")
+    read.refuse("privateNetwork", rules.check_private_network(private_network, project))
+    track = read.text("maintenanceUpdateTrack")
+    read.refuse("maintenanceUpdateTrack", rules.check_update_track(track))
+    max_connections = read.integer("maxConnections", rules.MAX_CONNECTIONS, 0, rules.MAX_CONNECTIONS_MAX)
+    if 0 < max_connections < rules.MAX_CONNECTIONS_MIN:
+        read.refuse("maxConnections", Refusal(rules.MAX_CONNECTIONS, f"{max_connections} is under "
+                                              f"{rules.MAX_CONNECTIONS_MIN}", rules.MAX_CONNECTIONS_MIN))
+    extra_flags = read.mapping("databaseFlags")
+    read.refuse("databaseFlags", rules.check_flags(extra_flags))
     account_id = read.text("proxyServiceAccountId")
-    if not _ACCOUNT_ID.match(account_id):
-        raise _problem("proxyServiceAccountId", "6-30 lowercase letters, digits or hyphens, starting with a letter",
-                       account_id)
+    read.refuse("proxyServiceAccountId", rules.check_account_id(account_id))
     iam_users = read.strings("iamUsers")
-    for email in iam_users:
-        if "@" not in email or email.endswith(_SERVICE_ACCOUNT_SUFFIX):
-            raise _problem("iamUsers", "people's Google account emails (service accounts go in iamServiceAccounts)",
-                           email)
+    read.refuse("iamUsers", rules.check_iam_users(iam_users))
     iam_service_accounts = read.strings("iamServiceAccounts")
-    for email in iam_service_accounts:
-        if not email.endswith(".iam" + _SERVICE_ACCOUNT_SUFFIX):
-            raise _problem("iamServiceAccounts", "service account emails (NAME@PROJECT.iam.gserviceaccount.com)", email)
+    read.refuse("iamServiceAccounts", rules.check_service_accounts(
+        iam_service_accounts, proxy_account_email(account_id, project)))
     iam_authentication = read.flag("iamAuthentication")
     if (iam_users or iam_service_accounts) and not iam_authentication:
-        raise ConfigValueError(f"config keys {PROJECT_NAME}:iamUsers/iamServiceAccounts need "
-                               f"{PROJECT_NAME}:iamAuthentication true: IAM users cannot log in without it")
-    private_network = read.text("privateNetwork")
+        read.refuse("iamAuthentication", Refusal(rules.IAM_AUTHENTICATION, "IAM users cannot log in without it",
+                                                 True))
+    labels = read.mapping("labels")
+    read.refuse("labels", rules.check_labels(labels, len(OWN_LABELS)))
     return ProdStackConfig(
         settings=settings,
-        postgres_version=read.integer("postgresVersion", 12, 18),
+        postgres_version=read.integer("postgresVersion", rules.POSTGRES_VERSION, rules.POSTGRES_VERSIONS.start,
+                                      rules.POSTGRES_VERSIONS.stop - 1),
         edition=edition,
         tier=tier,
         high_availability=read.flag("highAvailability"),
-        disk_type=read.choice("diskType", DISK_TYPES),
+        disk_type=disk_type,
         disk_size_gb=disk_size,
         disk_autoresize_limit_gb=disk_limit,
+        data_cache=data_cache,
         backup_start_time=backup_start,
-        backup_location=read.text("backupLocation"),
-        retained_backups=read.integer("retainedBackups", 1, 365),
-        transaction_log_retention_days=read.integer("transactionLogRetentionDays", 1, max_log_days),
+        backup_location=backup_location,
+        retained_backups=retained_backups,
+        transaction_log_retention_days=log_days,
         private_network=private_network,
-        maintenance_day=read.integer("maintenanceDay", 1, 7),
-        maintenance_hour=read.integer("maintenanceHour", 0, 23),
-        maintenance_update_track=read.text("maintenanceUpdateTrack"),
-        slow_query_ms=read.integer("slowQueryMs", -1, 3_600_000),
-        max_connections=read.integer("maxConnections", 0, 262_143),
-        extra_flags=read.mapping("databaseFlags"),
-        password_min_length=read.integer("passwordMinLength", 8, 64),
+        maintenance_day=read.integer("maintenanceDay", rules.MAINTENANCE_DAY, 1, 7),
+        maintenance_hour=read.integer("maintenanceHour", rules.MAINTENANCE_HOUR, 0, 23),
+        maintenance_update_track=track,
+        slow_query_ms=read.integer("slowQueryMs", rules.SLOW_QUERY_MS, -1, 2_147_483_647),
+        max_connections=max_connections,
+        extra_flags=extra_flags,
+        password_min_length=read.integer("passwordMinLength", rules.PASSWORD_MIN_LENGTH, rules.PASSWORD_MIN,
+                                         rules.PASSWORD_MAX),
         iam_authentication=iam_authentication,
         iam_users=iam_users,
         iam_service_accounts=iam_service_accounts,
         proxy_account_id=account_id,
-        replica=_replica(read, settings, tier, edition),
-        redis=_redis(read, private_network),
+        replica=_replica(read, settings, tier, edition) if replica else None,
+        redis=_redis(read, settings, private_network),
         enable_apis=read.flag("enableApis"),
-        labels=read.mapping("labels"),
+        labels=labels,
     )
 
 
-def _check_tier(tier: str, edition: str, key: str) -> None:
-    if not tier.startswith("db-"):
-        raise _problem(key, "a Cloud SQL machine tier such as db-custom-1-3840", tier)
-    if edition == "ENTERPRISE_PLUS" and not tier.startswith("db-perf-optimized-"):
-        raise ConfigValueError(f"config key {PROJECT_NAME}:{key} is {tier!r}, but edition ENTERPRISE_PLUS only "
-                               "runs db-perf-optimized-N-* tiers: pick one, or set edition ENTERPRISE")
-
-
-def _replica(read: _Reader, settings: ProdSettings, tier: str, edition: str) -> ReplicaConfig | None:
-    if not read.flag("replica"):
-        return None
+def _replica(read: _Reader, settings: ProdSettings, tier: str, edition: str) -> ReplicaConfig:
+    region = read.text("replicaRegion") or settings.region
+    read.refuse("replicaRegion", rules.check_region(region, settings.region))
     replica_tier = read.text("replicaTier") or tier
-    _check_tier(replica_tier, edition, "replicaTier")
-    return ReplicaConfig(name=f"{settings.instance_name}-replica",
-                         region=read.text("replicaRegion") or settings.region, tier=replica_tier)
+    read.refuse("replicaTier", rules.check_tier(replica_tier, edition))
+    return ReplicaConfig(name=f"{settings.instance_name}-replica", region=region, tier=replica_tier)
 
 
-def _redis(read: _Reader, private_network: str) -> RedisConfig | None:
+def _redis(read: _Reader, settings: ProdSettings, private_network: str) -> RedisConfig | None:
     if not read.flag("redis"):
         return None
+    name = read.text("redisName")
+    read.refuse("redisName", rules.check_redis_name(name))
     version = read.text("redisVersion").upper()
-    if not re.match(r"^REDIS_\d+(_\d+)?$", version):
-        raise _problem("redisVersion", "a Memorystore version such as REDIS_7_2", version)
+    read.refuse("redisVersion", rules.check_redis_version(version))
+    network = read.text("redisNetwork")
+    read.refuse("redisNetwork", rules.check_redis_network(network))
+    network = network or private_network or "default"
+    explicit_mode = read.text("redisConnectMode").upper()
+    if explicit_mode and explicit_mode not in rules.CONNECT_MODES:
+        read.refuse("redisConnectMode", Refusal(rules.REDIS_CONNECT_MODE, "Memorystore knows no such mode", ""))
     return RedisConfig(
-        name=read.text("redisName"),
-        tier=read.choice("redisTier", REDIS_TIERS),
-        memory_gb=read.integer("redisMemoryGb", 1, 300),
+        name=name,
+        tier=read.choice("redisTier", rules.REDIS_TIER, rules.REDIS_TIERS_ALLOWED),
+        memory_gb=read.integer("redisMemoryGb", rules.REDIS_MEMORY, 1, 300),
         version=version,
-        network=read.text("redisNetwork") or private_network or "default",
+        network=network,
+        connect_mode=explicit_mode or redis_connect_mode(network, private_network, settings.gcp_project),
     )
+
+
+def redis_connect_mode(redis_network: str, private_network: str, project: str) -> str:
+    """Private services access when Redis joins the VPC Cloud SQL already reaches that way, else direct peering.
+
+    Private services access needs a servicenetworking connection on the VPC; the stack can only count on one
+    where Cloud SQL's private IP needs it too. Any other VPC gets Memorystore's default, direct peering.
+    """
+    if private_network and (rules.network_identity(redis_network, project)
+                            == rules.network_identity(private_network, project)):
+        return "PRIVATE_SERVICE_ACCESS"
+    return "DIRECT_PEERING"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.prod.apis import REDIS, SECRET_MANAGER, SERVICE_NETWORKING, ApiServices
 from infra.prod.cloudsql import stack_labels
 from infra.prod.config import ProdStackConfig, RedisConfig
 
@@ -19,18 +18,15 @@ def maintenance_day(day: int) -> str:
     return _WEEKDAYS[day - 1]
 
 
-def connect_mode(config: ProdStackConfig) -> str:
-    """Private services access when the stack has a private network (Cloud SQL needs it there already)."""
-    return "PRIVATE_SERVICE_ACCESS" if config.private_network else "DIRECT_PEERING"
-
-
 class MemorystoreRedis(pulumi.ComponentResource):
     """A Memorystore for Redis instance reachable only from the VPC, with its AUTH string in Secret Manager."""
 
-    def __init__(self, name: str, config: ProdStackConfig, redis: RedisConfig, *,
-                 depends_on: Sequence[pulumi.Resource] = (), opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, config: ProdStackConfig, redis: RedisConfig, apis: ApiServices,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("tether:prod:MemorystoreRedis", name, None, opts)
         project = config.settings.gcp_project or None
+        # The connect mode follows the VPC Redis joins (config.redis_connect_mode), not Cloud SQL's.
+        redis_apis = (REDIS, SERVICE_NETWORKING) if redis.connect_mode == "PRIVATE_SERVICE_ACCESS" else (REDIS,)
         self.instance = gcp.redis.Instance(
             f"{name}-instance",
             name=redis.name,
@@ -40,7 +36,7 @@ class MemorystoreRedis(pulumi.ComponentResource):
             memory_size_gb=redis.memory_gb,
             redis_version=redis.version,
             authorized_network=redis.network,
-            connect_mode=connect_mode(config),
+            connect_mode=redis.connect_mode,
             auth_enabled=True,
             transit_encryption_mode=TRANSIT_ENCRYPTION,
             persistence_config=gcp.redis.InstancePersistenceConfigArgs(
@@ -53,7 +49,7 @@ class MemorystoreRedis(pulumi.ComponentResource):
                 )],
             ),
             labels=stack_labels(config),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=apis.on(*redis_apis)),
         )
         self.auth_secret = gcp.secretmanager.Secret(
             f"{name}-auth-secret",
@@ -61,13 +57,13 @@ class MemorystoreRedis(pulumi.ComponentResource):
             project=project,
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=stack_labels(config),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=apis.on(SECRET_MANAGER)),
         )
         gcp.secretmanager.SecretVersion(
             f"{name}-auth-version",
             secret=self.auth_secret.id,
             secret_data=self.instance.auth_string,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=apis.on(SECRET_MANAGER)),
         )
         self.host = self.instance.host
         self.port = self.instance.port

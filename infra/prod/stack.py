@@ -5,54 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_gcp as gcp
 
 from infra.prod.access import DatabaseAccess
+from infra.prod.apis import ApiServices, ProjectApis, required_apis
 from infra.prod.cloudsql import CloudSqlPostgres
-from infra.prod.config import ConfigValueError, ProdStackConfig, prod_stack_config
+from infra.prod.config import ProdStackConfig, prod_stack_config
 from infra.prod.redis import MemorystoreRedis
 from infra.prod.settings import PROJECT_NAME
 
-BASE_APIS = ("sqladmin.googleapis.com", "secretmanager.googleapis.com", "iam.googleapis.com",
-             "cloudresourcemanager.googleapis.com")
-
-
-def required_apis(config: ProdStackConfig) -> tuple[str, ...]:
-    """The Google APIs the stack's resources need switched on in the project."""
-    apis = list(BASE_APIS)
-    if config.private_network:
-        apis.append("servicenetworking.googleapis.com")
-    if config.redis is not None:
-        apis.append("redis.googleapis.com")
-    return tuple(apis)
-
-
-class ProjectApis(pulumi.ComponentResource):
-    """Switches on the APIs the stack uses; never switches them off (other workloads may rely on them)."""
-
-    def __init__(self, name: str, project: str, apis: tuple[str, ...],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("tether:prod:ProjectApis", name, None, opts)
-        self.services = [
-            gcp.projects.Service(f"{name}-{api.split('.', 1)[0]}", project=project, service=api,
-                                 disable_on_destroy=False, opts=pulumi.ResourceOptions(parent=self))
-            for api in apis
-        ]
-        self.register_outputs({"apis": list(apis)})
-
 
 def build_prod_stack(config: ProdStackConfig) -> dict[str, Any]:
-    """Declare every prod resource and return the stack outputs (no password among them)."""
+    """Declare every prod resource and return the stack outputs (no password among them).
+
+    ``config`` has passed every rule of ``infra/prod/rules.py`` (``prod_stack_config`` raises otherwise).
+    """
     settings = config.settings
-    if not settings.gcp_project:
-        raise ConfigValueError(f"config key {PROJECT_NAME}:gcpProject (or gcp:project) must name the Google Cloud "
-                               "project: pulumi -C stacks/prod config set gcpProject YOUR-PROJECT")
-    depends_on: list[pulumi.Resource] = []
+    apis = ApiServices()
     if config.enable_apis:
-        depends_on.append(ProjectApis("apis", settings.gcp_project, required_apis(config)))
-    postgres = CloudSqlPostgres("postgres", config, depends_on=depends_on)
+        apis = ApiServices(ProjectApis("apis", settings.gcp_project, required_apis(config)).services)
+    postgres = CloudSqlPostgres("postgres", config, apis)
     instance_names = [settings.instance_name] + ([config.replica.name] if config.replica else [])
-    access = DatabaseAccess("access", config, postgres.instance, instance_names)
+    access = DatabaseAccess("access", config, postgres.instance, instance_names, apis)
     outputs: dict[str, Any] = {
         "connectionName": postgres.connection_name,
         "instanceName": postgres.instance.name,
@@ -73,7 +46,7 @@ def build_prod_stack(config: ProdStackConfig) -> dict[str, Any]:
     if postgres.replica is not None:
         outputs["replicaConnectionName"] = postgres.replica.connection_name
     if config.redis is not None:
-        redis = MemorystoreRedis("redis", config, config.redis, depends_on=depends_on)
+        redis = MemorystoreRedis("redis", config, config.redis, apis)
         outputs.update({
             "redisHost": redis.host,
             "redisPort": redis.port,

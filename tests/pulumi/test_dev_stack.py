@@ -61,7 +61,7 @@ def use_mocks() -> None:
 use_mocks()
 
 from infra.dev.postgres import readiness_test  # noqa: E402
-from infra.dev.redis import health_test, server_command  # noqa: E402
+from infra.dev.redis import PASSWORD_FILE, health_test, server_command  # noqa: E402
 from infra.dev.settings import DEFAULTS, DevSettings, dev_settings  # noqa: E402
 from infra.dev.stack import DevStack, build_dev_stack  # noqa: E402
 from tether.endpoints import parse_outputs  # noqa: E402
@@ -225,7 +225,8 @@ def test_health_checks_restart_policy_and_wait_for_healthy() -> pulumi.Output[No
             "CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "app", "-d", "app_dev"]
         assert declared.container("postgres-test")["healthcheck"]["tests"] == [
             "CMD", "pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "test_user", "-d", "test_db"]
-        assert declared.container("redis")["healthcheck"]["tests"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+        assert declared.container("redis")["healthcheck"]["tests"] == [
+            "CMD-SHELL", f'REDISCLI_AUTH="$(cat {PASSWORD_FILE})" redis-cli ping | grep -q PONG']
         for name in ("postgres-dev", "postgres-test", "redis"):
             container = declared.container(name)
             assert container["healthcheck"]["retries"] > 0
@@ -243,15 +244,20 @@ def test_redis_requires_its_password_without_showing_it_in_the_command() -> pulu
 
     def check(declared: Declared) -> None:
         redis = declared.container("redis")
-        assert declared.env("redis") == {"REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
-        assert is_secret_input(redis["envs"])
+        # `docker inspect` prints Config.Env with its values: the password must not be there at all.
+        assert "envs" not in redis
+        assert is_secret_input(redis["uploads"])  # the state keeps the file's content encrypted
+        (upload,) = unwrap_secret(redis["uploads"])
+        assert upload == {"file": PASSWORD_FILE, "content": password,
+                          "permissions": "0400"}  # root only: the shell and the health check run as root
         command = redis["command"]
         assert command[:2] == ["sh", "-c"]
         assert "redis-server - --appendonly yes" in command[2]
-        assert 'requirepass "$REDIS_PASSWORD"' in command[2]
+        assert f'requirepass "$(cat {PASSWORD_FILE})"' in command[2]
         assert "exec docker-entrypoint.sh" in command[2]  # keeps the image's switch from root to `redis`
         assert "entrypoints" not in redis
-        assert all(password not in part for part in command)
+        inspected = json.dumps({key: value for key, value in redis.items() if key != "uploads"})
+        assert password not in inspected
 
     return declare(DEFAULT).apply(check)
 
@@ -311,9 +317,11 @@ async def test_passwords_are_secret_and_nothing_else_is() -> None:
     for key in ("postgresDev", "postgresTest", "redis"):
         for field, value in outputs[key].items():
             assert await pulumi.Output.from_input(value).is_secret() == (field == "password"), (key, field)
-    for component in (stack.postgres_dev, stack.postgres_test, stack.redis):
+    for component in (stack.postgres_dev, stack.postgres_test):
         # The engine records the container's env (which holds the password) as a secret in the state.
         assert await component.container.envs.is_secret()
+    # Redis's password is in the uploaded file, which the state keeps as a secret.
+    assert await stack.redis.container.uploads.is_secret()
 
 
 # --- config changes the program -----------------------------------------------------------------------
@@ -433,14 +441,20 @@ def test_redis_command_and_health_check_work_against_a_real_redis(tmp_path: Path
     (bin_dir / "redis-cli").write_text(f'#!/bin/sh\nexec {redis_cli} -p {port} "$@"\n')
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "REDIS_PASSWORD": password, "REDISCLI_AUTH": password}
+    password_file = tmp_path / "redis-password"
+    password_file.write_text(password)
+    password_file.chmod(0o400)
+    # No password in the environment: the command and the health check read the file, as in the container.
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
     def healthy(auth: str) -> bool:
-        check = subprocess.run(["sh", "-c", health_test()[1]], env={**env, "REDISCLI_AUTH": auth},
-                               capture_output=True, check=False)
+        auth_file = tmp_path / "auth"
+        auth_file.write_text(auth)
+        check = subprocess.run(["sh", "-c", health_test(str(auth_file))[1]], env=env, capture_output=True,
+                               check=False)
         return check.returncode == 0
 
-    server = subprocess.Popen(server_command(DEFAULT.redis), env=env,
+    server = subprocess.Popen(server_command(DEFAULT.redis, str(password_file)), env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10  # a readiness wait, not an assertion on speed
@@ -455,6 +469,7 @@ def test_redis_command_and_health_check_work_against_a_real_redis(tmp_path: Path
         # `exec` all the way down: the container's main process is redis-server, and no argv holds the password.
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
         assert b"redis-server" in cmdline and password.encode() not in cmdline
+        assert password.encode() not in Path(f"/proc/{server.pid}/environ").read_bytes()
     finally:
         server.terminate()
         server.wait(timeout=10)

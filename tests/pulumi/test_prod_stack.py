@@ -3,149 +3,51 @@
 from __future__ import annotations
 
 import runpy
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 import yaml
-from pulumi.runtime import rpc
+from prod_harness import (
+    ACCOUNT,
+    BASE,
+    IAM_MEMBER,
+    PASSWORD,
+    PROJECT,
+    REDIS,
+    SECRET,
+    SECRET_VERSION,
+    SERVICE,
+    SQL_DATABASE,
+    SQL_INSTANCE,
+    SQL_USER,
+    Deployment,
+    is_secret,
+    mock_password,
+    run_program,
+    unwrap,
+)
 from pulumi.runtime.config import CONFIG
 
 from infra.policy_rules import Subject, violations
 from infra.prod.cloudsql import URL_SAFE_SPECIALS, data_options
 from infra.prod.config import DEFAULTS, ConfigValueError, prod_stack_config
 from infra.prod.settings import DEFAULTS as SETTINGS_DEFAULTS
-from infra.prod.settings import PROJECT_NAME, load_prod_settings
+from infra.prod.settings import PROJECT_NAME, load_prod_settings, read_prod_stack_file
 from infra.prod.stack import build_prod_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / "stacks" / "prod"
-PROJECT = "acme-prod"
-BASE = {"gcpProject": PROJECT}
-
-SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
-SQL_DATABASE = "gcp:sql/database:Database"
-SQL_USER = "gcp:sql/user:User"
-PASSWORD = "random:index/randomPassword:RandomPassword"
-SECRET = "gcp:secretmanager/secret:Secret"
-SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
-ACCOUNT = "gcp:serviceaccount/account:Account"
-IAM_MEMBER = "gcp:projects/iAMMember:IAMMember"
-SERVICE = "gcp:projects/service:Service"
-REDIS = "gcp:redis/instance:Instance"
-
-
-def mock_password(name: str) -> str:
-    return f"Mock-pw.{name}"
-
-
-class RecordingMocks(pulumi.runtime.Mocks):
-    """Echo inputs as state (camelCase), fill in what Google would compute, remember every resource."""
-
-    def __init__(self) -> None:
-        self.resources: list[pulumi.runtime.MockResourceArgs] = []
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(args)
-        state = dict(args.inputs)
-        if args.typ == PASSWORD:
-            state["result"] = mock_password(args.name)
-        elif args.typ == ACCOUNT:
-            state["email"] = f"{state['accountId']}@{state['project']}.iam.gserviceaccount.com"
-        elif args.typ == SQL_INSTANCE:
-            ip = state["settings"]["ipConfiguration"]
-            state["connectionName"] = f"{state['project']}:{state['region']}:{state['name']}"
-            state["publicIpAddress"] = "34.1.2.3" if ip.get("ipv4Enabled") else ""
-            state["privateIpAddress"] = "10.20.0.3" if ip.get("privateNetwork") else ""
-        elif args.typ == REDIS:
-            state.update(host="10.30.0.4", port=6378, authString="mock-redis-auth",
-                         serverCaCerts=[{"cert": "-----BEGIN CERTIFICATE-----mock"}])
-        elif args.typ == SECRET:
-            state["name"] = f"projects/{state['project']}/secrets/{state['secretId']}"
-        return f"{args.name}-id", state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
-
-
-# Pulumi's mocks never see resource options; a stack transformation runs in the SDK and does.
-PROTECTED: dict[str, bool] = {}
-_TRANSFORMATION_REGISTERED: list[bool] = []
-
-
-def _record_protect(args: pulumi.ResourceTransformationArgs) -> None:
-    PROTECTED[args.name] = bool(args.opts and args.opts.protect)
-
-
-def is_secret(value: Any) -> bool:
-    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
-
-
-def unwrap(value: Any) -> Any:
-    return value["value"] if is_secret(value) else value
-
-
-@dataclass
-class Deployment:
-    """What the program registered, as the engine would receive it, and the resolved stack outputs."""
-
-    resources: list[pulumi.runtime.MockResourceArgs]
-    outputs: dict[str, Any]
-
-    def of_type(self, typ: str) -> list[dict[str, Any]]:
-        return [args.inputs for args in self.resources if args.typ == typ]
-
-    def named(self, name: str) -> pulumi.runtime.MockResourceArgs:
-        (found,) = [args for args in self.resources if args.name == name]
-        return found
-
-    @property
-    def primary(self) -> dict[str, Any]:
-        return self.named("postgres-instance").inputs
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.primary["settings"]
-
-    def flags(self, instance: dict[str, Any] | None = None) -> dict[str, str]:
-        settings = (instance or self.primary)["settings"]
-        return {flag["name"]: flag["value"] for flag in settings["databaseFlags"]}
-
-    def user(self, name: str) -> dict[str, Any]:
-        (found,) = [user for user in self.of_type(SQL_USER) if unwrap(user["name"]) == name]
-        return found
-
 
 Deploy = Callable[..., Deployment]
 
 
 @pytest.fixture
-def deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Deploy]:
+def deploy(monkeypatch: pytest.MonkeyPatch) -> Deploy:
     monkeypatch.delenv("PULUMI_CONFIG", raising=False)
-
-    def run(values: dict[str, Any] | None = None, program: Callable[[], dict[str, Any]] | None = None) -> Deployment:
-        # Fresh mocks per run: the dev stack's tests install theirs in the same process.
-        mocks = RecordingMocks()
-        pulumi.runtime.set_mocks(mocks, project=PROJECT_NAME, stack="prod", preview=False)
-        if not _TRANSFORMATION_REGISTERED:
-            pulumi.runtime.register_stack_transformation(_record_protect)
-            _TRANSFORMATION_REGISTERED.append(True)
-        PROTECTED.clear()
-        build = program or (lambda: build_prod_stack(prod_stack_config({**BASE, **(values or {})}.get)))
-        captured: dict[str, Any] = {}
-
-        @pulumi.runtime.test
-        def declare() -> pulumi.Output[Any]:
-            outputs = build()
-            return pulumi.Output.all(**outputs).apply(captured.update)
-
-        declare()
-        return Deployment(mocks.resources, captured)
-
-    yield run
+    return run_program
 
 
 # --- the instance --------------------------------------------------------------------------------
@@ -230,9 +132,9 @@ def test_deletion_protection_in_google_and_in_pulumi(deploy: Deploy) -> None:
     assert stack.primary["deletionProtection"] is True
     assert stack.settings["deletionProtectionEnabled"] is True
     assert stack.settings["retainBackupsOnDelete"] is True
-    assert PROTECTED["postgres-instance"] is True
-    assert PROTECTED["postgres-database"] is True
-    assert PROTECTED["postgres-app-user"] is False  # only what holds data is protected
+    assert stack.named("postgres-instance").protect is True
+    assert stack.named("postgres-database").protect is True
+    assert stack.named("postgres-app-user").protect is False  # only what holds data is protected
 
 
 def test_data_options_protect() -> None:
@@ -265,6 +167,22 @@ def test_users_have_random_secret_passwords(deploy: Deploy) -> None:
         assert password["length"] == 32
         assert password["overrideSpecial"] == URL_SAFE_SPECIALS
         assert password["minSpecial"] >= 1 and password["minUpper"] >= 1 and password["minNumeric"] >= 1
+
+
+@pytest.mark.parametrize("min_length", [8, 16, 32, 33, 48, 64])
+def test_generated_passwords_meet_the_instance_password_policy(deploy: Deploy, min_length: int) -> None:
+    stack = deploy({"passwordMinLength": min_length})
+    policy = stack.settings["passwordValidationPolicy"]
+    assert policy["minLength"] == min_length
+    assert policy["complexity"] == "COMPLEXITY_DEFAULT"
+    passwords = stack.of_type(PASSWORD)
+    assert len(passwords) == 2
+    for password in passwords:
+        assert password["length"] >= policy["minLength"]  # else creating the users fails
+        assert password["length"] >= 32
+        # COMPLEXITY_DEFAULT wants lowercase, uppercase, digits and a non-alphanumeric character.
+        assert password["special"] is True
+        assert min(password["minLower"], password["minUpper"], password["minNumeric"], password["minSpecial"]) >= 1
 
 
 def test_readonly_role_needs_postgres_14(deploy: Deploy) -> None:
@@ -373,12 +291,18 @@ def test_read_replica_on_and_off(deploy: Deploy) -> None:
     replica = stack.named("postgres-replica").inputs
     assert replica["name"] == "app-postgres-prod-replica"
     assert replica["masterInstanceName"] == "app-postgres-prod"
+    assert replica["instanceType"] == "READ_REPLICA_INSTANCE"
     assert replica["region"] == "europe-west4"
     assert replica["databaseVersion"] == "POSTGRES_15"
     assert replica["settings"]["tier"] == "db-custom-2-7680"
     assert replica["settings"]["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
     assert replica["settings"]["ipConfiguration"]["authorizedNetworks"] == []
-    assert replica["settings"]["backupConfiguration"] == {"enabled": False}
+    # Read replicas take no backups, maintenance window or password policy (the primary's apply), and
+    # replica_configuration serves MySQL only (failover_target: "not supported for Postgres").
+    for absent in ("backupConfiguration", "maintenanceWindow", "passwordValidationPolicy"):
+        assert absent not in replica["settings"], absent
+    assert "replicaConfiguration" not in replica
+    assert stack.named("postgres-replica").protect is False
     assert stack.flags(replica)["cloudsql.iam_authentication"] == "on"
     assert stack.outputs["replicaConnectionName"] == f"{PROJECT}:europe-west4:app-postgres-prod-replica"
     assert "app-postgres-prod-replica" in stack.of_type(IAM_MEMBER)[0]["condition"]["expression"]
@@ -405,6 +329,30 @@ def test_memorystore_redis_on_and_off(deploy: Deploy) -> None:
     assert stack.outputs["redisCaCertificate"].startswith("-----BEGIN CERTIFICATE-----")
 
 
+VPC = "projects/acme-prod/global/networks/prod-vpc"
+
+
+@pytest.mark.parametrize(("values", "mode"), [
+    ({"privateNetwork": VPC}, "PRIVATE_SERVICE_ACCESS"),  # Redis joins the VPC Cloud SQL reaches privately
+    ({"privateNetwork": VPC, "redisNetwork": "prod-vpc"}, "PRIVATE_SERVICE_ACCESS"),  # the same VPC, by name
+    ({"privateNetwork": VPC, "redisNetwork": "https://www.googleapis.com/compute/v1/" + VPC},
+     "PRIVATE_SERVICE_ACCESS"),
+    ({"privateNetwork": VPC, "redisNetwork": "cache-vpc"}, "DIRECT_PEERING"),  # no private services access there
+    ({"redisNetwork": VPC}, "DIRECT_PEERING"),
+    ({"redisNetwork": "cache-vpc", "redisConnectMode": "private_service_access"}, "PRIVATE_SERVICE_ACCESS"),
+    ({"privateNetwork": VPC, "redisConnectMode": "DIRECT_PEERING"}, "DIRECT_PEERING"),
+], ids=["private-network", "same-vpc-by-name", "same-vpc-self-link", "other-vpc", "no-private-network",
+        "explicit-psa", "explicit-peering"])
+def test_redis_connect_mode_follows_the_network_redis_joins(deploy: Deploy, values: dict[str, Any],
+                                                            mode: str) -> None:
+    stack = deploy({"redis": True, **values})
+    (redis,) = stack.of_type(REDIS)
+    assert redis["connectMode"] == mode
+    needs_networking = mode == "PRIVATE_SERVICE_ACCESS" or "privateNetwork" in values
+    assert ("servicenetworking.googleapis.com" in {api["service"] for api in stack.of_type(SERVICE)}) \
+        == needs_networking
+
+
 def test_apis_are_switched_on_and_never_off(deploy: Deploy) -> None:
     apis = deploy().of_type(SERVICE)
     assert {api["service"] for api in apis} >= {"sqladmin.googleapis.com", "secretmanager.googleapis.com"}
@@ -415,18 +363,26 @@ def test_apis_are_switched_on_and_never_off(deploy: Deploy) -> None:
 def test_every_mocked_resource_passes_the_policy_pack(deploy: Deploy) -> None:
     stack = deploy({"replica": True, "redis": True})
     checked = 0
-    for args in stack.resources:
-        found = violations(Subject(args.typ, args.inputs, PROTECTED.get(args.name, False)))
-        assert found == {}, f"{args.name}: {found}"
-        checked += args.typ in {SQL_INSTANCE, REDIS}
+    for resource in stack.custom_resources():
+        found = violations(Subject(resource.type, resource.inputs, resource.protect))
+        assert found == {}, f"{resource.name}: {found}"
+        checked += resource.type in {SQL_INSTANCE, REDIS}
     assert checked == 3
+
+
+def test_the_shipped_stack_file_deploys_and_passes_the_policy_pack(deploy: Deploy) -> None:
+    shipped = read_prod_stack_file(STACK_DIR / "Pulumi.prod.yaml")
+    for extra in ({}, {"replica": True, "redis": True}):
+        stack = deploy({**shipped, "gcpProject": PROJECT, **extra})
+        for resource in stack.custom_resources():
+            assert violations(Subject(resource.type, resource.inputs, resource.protect)) == {}, resource.name
 
 
 # --- reading the config --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("values", "key"), [
     ({"gcpProject": ""}, "gcpProject"),
-    ({"postgresVersion": 11}, "postgresVersion"),
+    ({"postgresVersion": 19}, "postgresVersion"),
     ({"postgresVersion": "fifteen"}, "postgresVersion"),
     ({"edition": "STANDARD"}, "edition"),
     ({"tier": "n1-standard-1"}, "tier"),
