@@ -64,7 +64,8 @@ def test_node_reads_what_tether_wrote(env_project: EnvProject, node: str) -> Non
     sync_env_files()
     target.switch_target("production", yes=True)
     script = (f"import {{ activeTarget, databaseUrl, defaultReader }} from {json.dumps(NODE_MODULE.as_uri())};\n"
-              "process.stdout.write(JSON.stringify([activeTarget(), databaseUrl(), defaultReader().resolve().state]));\n")
+              "const state = defaultReader().resolve().state;\n"
+              "process.stdout.write(JSON.stringify([activeTarget(), databaseUrl(), state]));\n")
     env = {**os.environ, "TETHER_ROOT": str(env_project.root)}
     result = subprocess.run([node, "--input-type=module", "-e", script], env=env, capture_output=True, text=True,
                             check=True)
