@@ -221,6 +221,7 @@ export class TargetReader {
     this.env = env;
     this.cwd = cwd;
     this._root = root ? resolve(root) : null;
+    this._paths = null;
     this._snapshot = null;
   }
 
@@ -240,11 +241,12 @@ export class TargetReader {
 
   /** { target, url, state, heldBack }, or throws a TetherTargetError. */
   resolve() {
-    const statePath = this.statePath;
+    this._paths ??= { state: this.statePath, env: this.envPath }; // fixed once the root is known
+    const statePath = this._paths.state;
     const key = statKey(statePath); // the one stat of a call that finds nothing changed
     let snapshot = this._snapshot;
     if (!snapshot || snapshot.stateKey !== key || (Date.now() - snapshot.envChecked >= ENV_RECHECK_MS &&
-        statKey(this.envPath) !== snapshot.envKey)) {
+        statKey(this._paths.env) !== snapshot.envKey)) {
       snapshot = this._reload(statePath, snapshot);
       this._snapshot = snapshot;
     } else if (Date.now() - snapshot.envChecked >= ENV_RECHECK_MS) {

@@ -42,7 +42,7 @@ def file_key(result: os.stat_result | None) -> FileKey:
     return (result.st_dev, result.st_ino, result.st_size, result.st_mtime_ns, result.st_ctime_ns)
 
 
-def stat_key(path: Path) -> FileKey:
+def stat_key(path: str | Path) -> FileKey:
     try:
         return file_key(os.stat(path))
     except FileNotFoundError:
@@ -97,6 +97,7 @@ class TargetReader:
         self._root = Path(root).resolve() if root is not None else None
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
+        self._paths: tuple[str, str] | None = None  # state file, .env: fixed once the root is known
 
     @property
     def root(self) -> Path:
@@ -115,14 +116,16 @@ class TargetReader:
 
     def resolve(self) -> ActiveDatabase:
         """The active database; raises a ``TargetError`` subclass when the files do not allow one."""
-        state_file = self.state_path
+        if self._paths is None:
+            self._paths = (str(self.state_path), str(self.env_path))
+        state_file, env_file = self._paths
         key = stat_key(state_file)  # the one stat of a call that finds nothing changed
         snapshot = self._snapshot
         if snapshot is not None and snapshot.state_key == key:
             now = time.monotonic()
             if now - snapshot.env_checked < ENV_RECHECK_SECONDS:
                 return snapshot.answer()
-            if stat_key(self.env_path) == snapshot.env_key:
+            if stat_key(env_file) == snapshot.env_key:
                 self._snapshot = _Snapshot(snapshot.state_key, snapshot.env_key, now, snapshot.result,
                                            snapshot.error)
                 return snapshot.answer()
@@ -130,8 +133,8 @@ class TargetReader:
             snapshot = self._snapshot
             if snapshot is None or snapshot.state_key != stat_key(state_file) or (
                     time.monotonic() - snapshot.env_checked >= ENV_RECHECK_SECONDS
-                    and stat_key(self.env_path) != snapshot.env_key):
-                snapshot = self._reload(state_file, snapshot)
+                    and stat_key(env_file) != snapshot.env_key):
+                snapshot = self._reload(Path(state_file), snapshot)
                 self._snapshot = snapshot
         return snapshot.answer()
 
