@@ -9,12 +9,12 @@ request gives it back (SQLAlchemy alone would put it back into the disposed pool
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tether.runtime.contract import application_name
+from tether.runtime.follow import Follower
 from tether.runtime.reader import TargetReader, default_reader
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ class TargetEngine:
         self._reader = reader or default_reader()
         self._driver = driver
         self._options = engine_options
-        self._current: tuple[str, Engine] | None = None
-        self._lock = threading.Lock()
+        self._follower: Follower[Engine] = Follower(lambda: self._reader.database_url(self._driver), self._create,
+                                                    retire)
 
     @property
     def target(self) -> str:
@@ -39,27 +39,14 @@ class TargetEngine:
 
     def current(self) -> Engine:
         """The engine of the active target, created on first use or when the target moved."""
-        url = self._reader.database_url(self._driver)
-        current = self._current
-        if current is not None and current[0] == url:
-            return current[1]
-        with self._lock:
-            current = self._current
-            if current is not None and current[0] == url:
-                return current[1]
-            new = self._create(url)
-            self._current = (url, new)
-        if current is not None:
-            retire(current[1])
-        return new
+        return self._follower.current()
 
     def connect(self) -> Connection:
         """``Engine.connect()`` on the active target (use it in a ``with`` block)."""
         while True:
             engine = self.current()
             connection = engine.connect()
-            current = self._current
-            if current is not None and current[1] is engine:
+            if self._follower.is_current(engine):
                 return connection
             connection.close()  # the target moved while connecting: nothing ran on it yet
 
@@ -98,10 +85,7 @@ class TargetEngine:
         return sessionmaker(class_=TargetSession, **options)
 
     def dispose(self) -> None:
-        with self._lock:
-            current, self._current = self._current, None
-        if current is not None:
-            retire(current[1])
+        self._follower.close()
 
     def _create(self, url: str) -> Engine:
         from sqlalchemy import create_engine

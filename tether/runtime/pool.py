@@ -9,12 +9,12 @@ where it started and the next one goes to the new target.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tether.runtime.contract import application_name
+from tether.runtime.follow import Follower
 from tether.runtime.reader import TargetReader, default_reader
 
 if TYPE_CHECKING:
@@ -31,8 +31,7 @@ class TargetPool:
     def __init__(self, *, reader: TargetReader | None = None, **pool_options: Any) -> None:
         self._reader = reader or default_reader()
         self._options = pool_options
-        self._current: tuple[str, ConnectionPool[Any]] | None = None
-        self._lock = threading.Lock()
+        self._follower: Follower[ConnectionPool[Any]] = Follower(self._reader.database_url, self._open, retire)
         self._closed = False
 
     @property
@@ -41,23 +40,11 @@ class TargetPool:
 
     def pool(self) -> ConnectionPool[Any]:
         """The pool of the active target, opened on first use or when the target moved."""
-        url = self._reader.database_url()
-        current = self._current
-        if current is not None and current[0] == url:
-            return current[1]
-        with self._lock:
-            if self._closed:
-                from psycopg_pool import PoolClosed
+        if self._closed:
+            from psycopg_pool import PoolClosed
 
-                raise PoolClosed("this TargetPool is closed")
-            current = self._current
-            if current is not None and current[0] == url:
-                return current[1]
-            new = self._open(url)
-            self._current = (url, new)
-        if current is not None:
-            retire(current[1])
-        return new
+            raise PoolClosed("this TargetPool is closed")
+        return self._follower.current()
 
     def getconn(self, timeout: float | None = None) -> tuple[Connection[Any], ConnectionPool[Any]]:
         """A connection of the active target's pool, and that pool (give the connection back to it)."""
@@ -71,8 +58,7 @@ class TargetPool:
                 if self._closed:
                     raise
                 continue  # retired while this thread waited in it: take the new target's pool
-            current = self._current
-            if current is not None and current[1] is pool:
+            if self._follower.is_current(pool):
                 return connection, pool
             pool.putconn(connection)  # the target moved while waiting: nothing ran on it yet
 
@@ -87,11 +73,8 @@ class TargetPool:
             pool.putconn(connection)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            current, self._current = self._current, None
-        if current is not None:
-            current[1].close()
+        self._closed = True
+        self._follower.close()
 
     def __enter__(self) -> TargetPool:
         return self
