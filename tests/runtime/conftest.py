@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,22 @@ def npm_install(directory: Path, *packages: str) -> None:
         pytest.fail(f"npm install {' '.join(packages)} failed ({result.returncode}): {result.stderr[-2000:]}")
 
 
+@contextmanager
+def npm_directory(*packages: str) -> Iterator[Path]:
+    """A temporary directory with ``packages`` installed from npm, removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="tether-npm-"))
+    try:
+        npm_install(directory, *packages)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def node_app_dir() -> Iterator[Path]:
     """A directory with node-postgres (``pg``) installed from npm, for the Node test apps."""
-    directory = Path(tempfile.mkdtemp(prefix="tether-node-app-"))
-    npm_install(directory, "pg@8")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with npm_directory("pg@8") as directory:
+        yield directory
 
 
 def run_node(node: str, script: Path | str, *args: str, cwd: Path | None = None,

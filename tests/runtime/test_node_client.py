@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,16 @@ import pytest
 from tests.conftest import RunningPostgres
 from tether.runtime.contract import PRODUCTION_GUARD, TargetState, render_state
 
-from .conftest import LOCAL_URL, NODE_MODULE, NODE_TYPES, PRODUCTION_URL, env_text, npm_install, run_node, write_project
+from .conftest import (
+    LOCAL_URL,
+    NODE_MODULE,
+    NODE_TYPES,
+    PRODUCTION_URL,
+    env_text,
+    npm_directory,
+    run_node,
+    write_project,
+)
 
 NODE_TESTS = Path(__file__).parent / "node"
 PRODUCTION = render_state(TargetState("production", "ana", "2025-01-01T00:00:00+00:00", PRODUCTION_GUARD))
@@ -95,10 +103,8 @@ def test_a_newer_format_is_refused_by_node(node: str, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def typescript_dir() -> Iterator[Path]:
-    directory = Path(tempfile.mkdtemp(prefix="tether-tsc-"))
-    npm_install(directory, "typescript@5")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    with npm_directory("typescript@5") as directory:
+        yield directory
 
 
 GOOD_USAGE = """
