@@ -249,7 +249,7 @@ export class TargetReader {
         statKey(this._paths.env) !== snapshot.envKey)) {
       snapshot = this._reload(statePath, snapshot);
       this._snapshot = snapshot;
-    } else if (Date.now() - snapshot.envChecked >= ENV_RECHECK_MS) {
+    } else if (Date.now() - snapshot.envChecked >= ENV_RECHECK_MS && snapshot.envChecked !== -Infinity) {
       snapshot.envChecked = Date.now();
     }
     if (snapshot.error) throw new TetherTargetError(snapshot.error.name, snapshot.error.message);
@@ -280,14 +280,20 @@ export class TargetReader {
         throw new TetherTargetError('DatabaseUrlMissing', `${this.envPath} does not exist. Run \`invoke env\` in ` +
           'the project to write it.');
       }
+      const values = parseDotenv(envText);
+      const before = previous?.result;
+      if (before && (values.TETHER_DB_TARGET ?? state.target) !== state.target) {
+        // A switch writes the state, then .env: until .env agrees (milliseconds later, or after `invoke env`
+        // repairs a crash in between) keep the answer given so far, and look at .env again at every call.
+        return { stateKey, envKey, envChecked: -Infinity, result: before, error: null };
+      }
       const name = URL_VARIABLES[decision.target];
-      const url = parseDotenv(envText)[name];
+      const url = values[name];
       if (!url) {
         throw new TetherTargetError('DatabaseUrlMissing', `${this.envPath} has no ${name}. Run \`invoke env\` in ` +
           'the project to rewrite it (tether writes DATABASE_URL_LOCAL and DATABASE_URL_PRODUCTION there).');
       }
       const result = { target: decision.target, url, state, heldBack: decision.heldBack };
-      const before = previous?.result;
       if (result.heldBack && (!before || before.state.target !== state.target)) {
         process.emitWarning(`tether: the state says ${state.target}; staying on local: ${result.heldBack}`,
           { code: 'TETHER_TARGET_HELD_BACK' });

@@ -157,3 +157,25 @@ def test_the_type_declarations_describe_the_module(typescript_dir: Path, tmp_pat
     assert good.returncode == 0, good.stdout + good.stderr
     bad = type_check(typescript_dir, tmp_path, BAD_USAGE)
     assert bad.returncode != 0 and "not assignable to type 'number'" in bad.stdout
+
+
+def test_node_holds_its_answer_between_the_state_and_env_writes(node: str, tmp_path: Path) -> None:
+    local_env = env_text().replace("# >>> tether managed block >>>\n",
+                                   "# >>> tether managed block >>>\nTETHER_DB_TARGET='local'\n")
+    root = write_project(tmp_path, LOCAL, local_env.replace(PRODUCTION_URL, "postgresql://app:@127.0.0.1:5434/app"))
+    production_env = local_env.replace("TETHER_DB_TARGET='local'", "TETHER_DB_TARGET='production'")
+    script = f"""
+import {{ renameSync, writeFileSync }} from 'node:fs';
+import {{ TargetReader }} from {json.dumps(NODE_MODULE.as_uri())};
+const root = {json.dumps(str(root))};
+const replace = (name, text) => {{ writeFileSync(root + '/.tmp', text); renameSync(root + '/.tmp', root + name); }};
+const reader = new TargetReader({{ root, env: {{}} }});
+const seen = [reader.databaseUrl()];
+replace('/.runtime/db-target.json', {json.dumps(PRODUCTION)});
+seen.push(reader.databaseUrl(), reader.databaseUrl());
+replace('/.env', {json.dumps(production_env)});
+seen.push(reader.databaseUrl());
+process.stdout.write(JSON.stringify(seen));
+"""
+    result = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == [LOCAL_URL, LOCAL_URL, LOCAL_URL, PRODUCTION_URL]

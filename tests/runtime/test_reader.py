@@ -160,3 +160,29 @@ def test_importing_tether_runtime_pulls_in_no_heavy_dependency() -> None:
          "if m.startswith('tether'))))"], capture_output=True, text=True, check=True).stdout
     assert json.loads(tether_modules) == ["tether", "tether.errors", "tether.runtime", "tether.runtime.contract",
                                           "tether.runtime.reader"]
+
+
+def test_between_the_state_and_env_writes_the_previous_answer_holds(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A switch writes the state, then .env: a reader in between neither mixes them nor waits a second."""
+    local_env = env_text().replace("# >>> tether managed block >>>\n", "# >>> tether managed block >>>\n"
+                                   "TETHER_DB_TARGET='local'\n")
+    stale_production = "postgresql://app:@127.0.0.1:5434/app"  # e.g. written before the password was exported
+    root = write_project(tmp_path, LOCAL, local_env.replace(PRODUCTION_URL, stale_production))
+    clock = [1000.0]
+    monkeypatch.setattr(reader.time, "monotonic", lambda: clock[0])
+    target_reader = TargetReader(root, {})
+    assert target_reader.database_url() == LOCAL_URL
+    replace_file(root / ".runtime" / "db-target.json", PRODUCTION)
+    for _ in range(3):
+        assert target_reader.database_url() == LOCAL_URL  # not the stale production URL of the old .env
+    replace_file(root / ".env", local_env.replace("TETHER_DB_TARGET='local'", "TETHER_DB_TARGET='production'"))
+    assert target_reader.database_url() == PRODUCTION_URL  # at once: no clock moved
+    assert target_reader.active_target() == "production"
+
+
+def test_a_reader_that_starts_between_the_writes_uses_the_state(tmp_path: Path) -> None:
+    env = env_text().replace("# >>> tether managed block >>>\n",
+                             "# >>> tether managed block >>>\nTETHER_DB_TARGET='local'\n")
+    root = write_project(tmp_path, PRODUCTION, env)
+    assert TargetReader(root, {}).database_url() == PRODUCTION_URL

@@ -29,6 +29,7 @@ DEFAULT_TARGET = "local"
 # says production without it is refused by the readers.
 PRODUCTION_GUARD = "target.production"
 URL_VARIABLES = {"local": "DATABASE_URL_LOCAL", "production": "DATABASE_URL_PRODUCTION"}
+ENV_TARGET_VARIABLE = "TETHER_DB_TARGET"  # the target .env was written for
 ROOT_ENV = "TETHER_ROOT"
 PROJECT_ROOT_ENV = "TETHER_PROJECT_ROOT"  # the name tether's own tasks honour; a reader accepts it second
 RUNTIME_DIR_ENV = "TETHER_RUNTIME_DIR"
@@ -239,7 +240,7 @@ def is_project_root(directory: Path) -> bool:
         return True
     try:
         with (directory / ENV_FILE).open(encoding="utf-8", errors="replace") as handle:
-            return any(line.strip() == MANAGED_BEGIN for line in handle)
+            return any(line.replace("\ufeff", "").strip() == MANAGED_BEGIN for line in handle)
     except OSError:
         return False
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from tether.runtime.contract import (
     DEFAULT_TARGET,
     ENV_FILE,
+    ENV_TARGET_VARIABLE,
     DatabaseUrlMissing,
     TargetError,
     TargetState,
@@ -31,6 +32,7 @@ from tether.runtime.contract import (
 )
 
 ENV_RECHECK_SECONDS = 1.0
+ENV_PENDING = float("-inf")  # .env disagrees with the state: stat it at every call until it agrees
 log = logging.getLogger("tether.runtime")
 
 FileKey = tuple[int, int, int, int, int] | None  # device, inode, size, mtime, ctime (ns); None: no file
@@ -126,8 +128,9 @@ class TargetReader:
             if now - snapshot.env_checked < ENV_RECHECK_SECONDS:
                 return snapshot.answer()
             if stat_key(env_file) == snapshot.env_key:
-                self._snapshot = _Snapshot(snapshot.state_key, snapshot.env_key, now, snapshot.result,
-                                           snapshot.error)
+                if snapshot.env_checked != ENV_PENDING:
+                    self._snapshot = _Snapshot(snapshot.state_key, snapshot.env_key, now, snapshot.result,
+                                               snapshot.error)
                 return snapshot.answer()
         with self._lock:  # one reload at a time; the others wait for it rather than read the files too
             snapshot = self._snapshot
@@ -159,12 +162,18 @@ class TargetReader:
             if env_text is None:
                 raise DatabaseUrlMissing(f"{self.env_path} does not exist. Run `invoke env` in the project to "
                                          "write it.")
-            url = target_url(parse_dotenv(env_text), decision.target, self.env_path)
+            values = parse_dotenv(env_text)
+            before = previous.result if previous is not None else None
+            if before is not None and values.get(ENV_TARGET_VARIABLE, state.target) != state.target:
+                # A switch writes the state, then .env: until .env agrees (milliseconds later, or after
+                # `invoke env` repairs a crash in between) keep the answer given so far, and look at .env
+                # again at every call rather than once a second.
+                return _Snapshot(state_key, env_key, ENV_PENDING, before, None)
+            url = target_url(values, decision.target, self.env_path)
         except TargetError as error:
             log.warning("tether: %s", error.message)
             return _Snapshot(state_key, env_key, checked, None, (type(error), error.message))
         result = ActiveDatabase(decision.target, url, state, decision.held_back)
-        before = previous.result if previous is not None else None
         if before is None or before.target != result.target or before.state.target != state.target:
             if result.held_back:
                 log.warning("tether: the state says %s; staying on %s: %s", state.target, result.target,
