@@ -408,7 +408,9 @@ export function pgPool(Pool, { reader, ...poolOptions } = {}) {
   };
 }
 
-const prismaFollowers = new WeakMap();
+// Kept on globalThis so that a dev server's hot reload, which evaluates this module again, finds the clients
+// it already made instead of opening more (the usual `globalForPrisma` pattern).
+const prismaFollowers = (globalThis[Symbol.for('tether-target.prisma')] ??= new WeakMap());
 
 /**
  * The Prisma client of the active target: one client per URL, made with

@@ -50,6 +50,7 @@ def test_the_prisma_helper_keeps_one_client_per_url(node: str, tmp_path: Path) -
     assert result["disconnectedAtShutdown"]
     assert [url.split("?")[0] for url in result["adapterUrls"]] == [PRODUCTION_URL, LOCAL_URL]
     assert result["adapterOldDisconnected"]
+    assert result["sameClientAfterReload"]
 
 
 def test_node_postgres_finishes_in_flight_and_queued_queries_on_the_old_target(

@@ -68,4 +68,8 @@ const adapterSecond = getPrismaClient(AdapterClient);
 await sleep(50);
 out.adapterUrls = [viaAdapter.url, adapterSecond.url];
 out.adapterOldDisconnected = viaAdapter.disconnected;
+// A hot reload evaluates the module again: the client made before is still the one handed out.
+const reloaded = await import(`${pathToFileURL(modulePath).href}?reload=1`);
+const beforeReload = getPrismaClient(AdapterClient);
+out.sameClientAfterReload = reloaded.getPrismaClient(AdapterClient) === beforeReload;
 process.stdout.write(JSON.stringify(out));
