@@ -186,3 +186,21 @@ def test_a_reader_that_starts_between_the_writes_uses_the_state(tmp_path: Path) 
                              "# >>> tether managed block >>>\nTETHER_DB_TARGET='local'\n")
     root = write_project(tmp_path, PRODUCTION, env)
     assert TargetReader(root, {}).database_url() == PRODUCTION_URL
+
+
+@pytest.mark.parametrize("environment", [{"NODE_ENV": "test"},
+                                         {"DATABASE_URL": "postgresql://t@h/app_test",
+                                          "TEST_DATABASE_URL": "postgresql://t@h/app_test"}],
+                         ids=["NODE_ENV=test", ".env.test loaded"])
+def test_a_python_test_process_never_follows_production(tmp_path: Path, environment: dict[str, str]) -> None:
+    root = write_project(tmp_path, PRODUCTION)
+    script = "from tether.runtime import active_target, database_url; print(active_target(), database_url())"
+    base = {key: value for key, value in os.environ.items()
+            if key not in {"TETHER_PROJECT_ROOT", "DATABASE_URL", "TEST_DATABASE_URL", "NODE_ENV"}}
+    held = subprocess.run([sys.executable, "-c", script], env={**base, "TETHER_ROOT": str(root), **environment},
+                          capture_output=True, text=True, check=True)
+    assert held.stdout.split() == ["local", LOCAL_URL]
+    assert "never follows a switch to production" in held.stderr
+    plain = subprocess.run([sys.executable, "-c", script], env={**base, "TETHER_ROOT": str(root)},
+                           capture_output=True, text=True, check=True)
+    assert plain.stdout.split() == ["production", PRODUCTION_URL]
