@@ -39,6 +39,15 @@ from tether.envfiles import (
 )
 from tether.errors import ConfigError, TetherError
 from tether.paths import project_root, runtime_dir
+from tether.runtime.contract import (
+    PRODUCTION_GUARD,
+    STATE_FILE_MODE,
+    StateFormatTooNew,
+    StateUnreadable,
+    TargetState,
+    parse_state,
+    render_state,
+)
 from tether.secrets import mask_text, mask_url
 
 DEFAULT_TARGET = "local"
@@ -49,16 +58,6 @@ _LOCK_POLL_SECONDS = 0.05
 
 class TargetUnreachable(TetherError):
     """The new target did not answer ``SELECT 1``; the old target stays active."""
-
-
-@dataclass(frozen=True)
-class TargetState:
-    target: str
-    user: str | None = None
-    when: str | None = None  # UTC, ISO 8601
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "user": self.user, "when": self.when}
 
 
 def target_file() -> Path:
@@ -91,15 +90,11 @@ def read_target(*, strict: bool = True) -> TargetState:
     if text is None:
         return TargetState(DEFAULT_TARGET)
     try:
-        data = json.loads(text)
-        if data["target"] not in TARGETS:
-            raise ValueError(data["target"])
-        return TargetState(str(data["target"]), data.get("user"), data.get("when"))
-    except (ValueError, KeyError, TypeError):
+        return parse_state(text, path)  # the format apps read too (tether.runtime.contract)
+    except (StateUnreadable, StateFormatTooNew) as error:
         if not strict:
             return TargetState("unknown")
-        raise ConfigError(f"{path} is damaged (not JSON with a target of local or production). Run "
-                          "`invoke target.local` (or `invoke target.production`) to rewrite it.") from None
+        raise ConfigError(error.message) from None
 
 
 @contextmanager
@@ -195,10 +190,11 @@ def switch_target(to: str, *, yes: bool = False, drivers: Sequence[str] | None =
             hint = unreachable_hint(to, address.password is not None)
             raise TargetUnreachable(f"Cannot switch to {to}: {error.message} The active target stays "
                                     f"{previous.target}. {hint}") from None
-        current = TargetState(to, current_user(), utc_now())
+        # The production marker tells running apps (tether.runtime) this switch passed the confirmation.
+        current = TargetState(to, current_user(), utc_now(), PRODUCTION_GUARD if to == "production" else None)
         # State first, .env second: a crash in between leaves .env on the old target, which `invoke target`
         # reports and `invoke env` repairs; each file is whole at every instant.
-        atomic_write(target_file(), json.dumps(current.as_dict(), indent=2) + "\n")
+        atomic_write(target_file(), render_state(current), STATE_FILE_MODE)
         env_status = write_env_file(env_path, env_file)
         append_audit({"time": current.when, "user": current.user, "host": socket.gethostname(),
                       "from": previous.target, "to": to})

@@ -13,6 +13,7 @@ from tether.tasks.boundary import domain_errors, print_json
 # tether.envfiles and tether.target are imported when a task runs, so every `invoke` command starts faster.
 if TYPE_CHECKING:
     from tether.envfiles import EnvReport
+    from tether.runtime.sessions import ConnectedApps
     from tether.target import SwitchResult
 
 DRIVERS_HELP = ("comma-separated driver variants, e.g. asyncpg,psycopg (default: config env.drivers, else "
@@ -72,10 +73,12 @@ def env(c: Context, check: bool = False, json: bool = False, drivers: str | None
 def show_target(c: Context, json: bool = False) -> None:
     """Show the active database target (local or production) and what .env points at."""
     from tether import target
+    from tether.runtime.sessions import connected_apps
 
     view = target.describe_target()
+    apps = connected_apps(view.env_path) if view.database_url else None
     if json:
-        print_json(view.as_dict())
+        print_json({**view.as_dict(), **(apps.as_dict() if apps else {"apps": [], "unreachable": {}})})
         return
     out = console()
     who = f", set by {view.state.user} at {view.state.when}" if view.state.when else " (default; never switched)"
@@ -84,6 +87,27 @@ def show_target(c: Context, json: bool = False) -> None:
     if not view.in_sync:
         out.print(f"warning: {view.env_path.name} points at {view.env_target or 'nothing'}, not "
                   f"{view.state.target}: run `invoke env` to rewrite it.")
+    if apps is not None:
+        print_connected_apps(apps, view.state.target)
+
+
+def print_connected_apps(apps: ConnectedApps, active: str) -> None:
+    """The app processes connected through tether.runtime's helpers (``tether-app:<pid>``), per target."""
+    from rich.markup import escape
+
+    out = console()
+    if not apps.apps:
+        out.print("No app is connected through tether's helpers (application_name tether-app:<pid>).")
+    else:
+        out.print("Apps connected through tether's helpers (pg_stat_activity):")
+    for app in apps.apps:
+        busy = f", {app.busy} busy" if app.busy else ""
+        late = "  (not yet moved: its idle connections close at its next query)" if app.target != active else ""
+        command = f"  {escape(app.command)}" if app.command else ""
+        out.print(f"  {app.target:<10} pid {app.pid:<7} {app.connections} connection"
+                  f"{'s' if app.connections != 1 else ''}{busy}{command}{late}")
+    for name, reason in apps.unreachable.items():
+        out.print(f"  {name}: not asked ({escape(reason)})")
 
 
 def print_switch(result: SwitchResult, json: bool) -> None:
@@ -91,8 +115,9 @@ def print_switch(result: SwitchResult, json: bool) -> None:
         print_json(result.as_dict())
         return
     console().print(f"Database target: {result.previous.target} → {result.current.target}. .env's DATABASE_URL "
-                    f"is now {result.database_url}. Nothing was restarted: running processes keep the "
-                    "value they loaded until they restart.")
+                    f"is now {result.database_url}. Nothing was restarted: apps using tether.runtime or "
+                    "tether-target.mjs follow at their next query; others keep the value they loaded until they "
+                    "restart.")
 
 
 @task(help={"json": "print the switch as JSON"})
