@@ -86,20 +86,24 @@ class Torture:
         name = f"torture_{uuid.uuid4().hex[:8]}"
         execute(self.source_admin, sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
                                                                                     sql.Identifier(self.template)))
-        # Database settings belong to the database, not its template: give the copy the same ones.
-        psql(self.source_admin.with_database(name), "-v", "ON_ERROR_STOP=1", stdin=_settings_sql(name))
+        # Database settings and subscriptions belong to the database, not its template: give the copy its own.
+        psql(self.source_admin.with_database(name), "-v", "ON_ERROR_STOP=1", stdin=_per_database_sql(name))
         return self.source_admin.with_database(name)
 
     def dest(self, bare: bool = False) -> DatabaseAddress:
         return (self.bare_admin if bare else self.dest_admin).with_database(f"copy_{uuid.uuid4().hex[:8]}")
 
 
-def _settings_sql(database: str) -> bytes:
+def _per_database_sql(database: str) -> bytes:
     name = '"' + database.replace('"', '""') + '"'
     return (f"ALTER DATABASE {name} SET search_path = app, public;\n"
             f"ALTER DATABASE {name} SET work_mem = '12MB';\n"
             f"ALTER ROLE torture_member IN DATABASE {name} SET statement_timeout = '7s';\n"
-            f"ALTER ROLE torture_ghost IN DATABASE {name} SET statement_timeout = '9s';\n").encode()
+            f"ALTER ROLE torture_ghost IN DATABASE {name} SET statement_timeout = '9s';\n"
+            # Never connected: its connection string is a production secret, which a copy must not hold.
+            f"CREATE SUBSCRIPTION sub_elsewhere CONNECTION 'host=publisher.invalid dbname=x password=not-for-laptops' "
+            "PUBLICATION pub_x WITH (connect = false, enabled = false, create_slot = false, slot_name = NONE);\n"
+            ).encode()
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,10 @@ def test_sync_brings_everything_pg_dump_psql_brings(torture, isolated_project):
     assert any("secrets_ghost" in item for item in summary.skipped_privileges)
     assert any(GHOST in item and "statement_timeout" in item for item in summary.settings_skipped)
     assert summary.verified and summary.row_counts["app.nothing"] == 3 and summary.row_counts["app.dropped_all"] == 5
+    assert any("subscriptions not copied (sub_elsewhere)" in note for note in summary.notes)
+    assert execute(copy, "SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database "
+                         "WHERE datname = current_database())") == [(0,)]
+    assert not any("inert here" in note for note in summary.notes)  # this destination has wal_level logical
 
 
 def test_restore_brings_everything_pg_dump_psql_brings(torture, isolated_project, dumps_dir):
@@ -84,6 +88,7 @@ def test_without_the_label_provider_labels_are_listed_not_fatal(torture, isolate
     copy = torture.dest(bare=True)
     summary = sync(source, copy, _options())
     assert differences(reference.conninfo(), copy.conninfo(), ignore=[SETTINGS]) == []
+    assert any("3 publications created as pg_dump | psql would, inert here" in note for note in summary.notes)
     labels = [item for item in summary.skipped_privileges if "SECURITY LABEL" in item]
     assert len(labels) == 13 and all("tether_test" in item for item in labels), "\n".join(labels)
 

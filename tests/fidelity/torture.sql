@@ -292,6 +292,7 @@ CREATE PUBLICATION pub_some FOR TABLE app.things (id, code) WHERE (qty > 5), app
 CREATE PUBLICATION pub_schema FOR TABLES IN SCHEMA app;
 COMMENT ON PUBLICATION pub_some IS 'some things';
 ALTER PUBLICATION pub_some OWNER TO torture_owner;
+-- (A subscription, like the database's settings, belongs to one database, not to its template: see conftest.py.)
 
 -- Large objects: owned by an existing and a missing role, with privileges and comments, one empty.
 SELECT lo_from_bytea(424201, convert_to('hello large object', 'UTF8'));

@@ -160,6 +160,9 @@ class SourceCatalog:
     extensions: dict[str, str] = field(default_factory=dict)  # name -> version
     large_objects: int = 0
     unreadable_large_objects: list[int] = field(default_factory=list)  # the source role may not read these
+    publications: int = 0
+    subscriptions: list[str] = field(default_factory=list)  # never copied: a copy would connect to the publisher
+    tablespaces: list[str] = field(default_factory=list)  # non-default tablespaces relations live in
 
     def load_weight(self, relation: Relation) -> float:
         """How much work a table is locally: its rows, plus its indexes (GIN and GiST cost the most to build).
@@ -291,9 +294,17 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
     extensions = {str(name): str(version) for name, version in conn.execute(
         "SELECT extname, extversion FROM pg_extension")}
     large_objects, unreadable = large_object_access(conn)
+    others = conn.execute("""
+        SELECT (SELECT count(*) FROM pg_publication),
+               (SELECT coalesce(array_agg(subname ORDER BY subname), '{}') FROM pg_subscription
+                WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+               (SELECT coalesce(array_agg(DISTINCT t.spcname ORDER BY t.spcname), '{}') FROM pg_class c
+                JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.reltablespace <> 0
+                  AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace))""").fetchone()
+    assert others is not None
     return SourceCatalog(server_info(conn), relations, sequences, foreign_keys, dependent_views, unique_columns,
                          rls_restricted(conn, oids), index_owners, inheritance_parents, index_kinds, extensions,
-                         large_objects, unreadable)
+                         large_objects, unreadable, int(others[0]), list(others[1]), list(others[2]))
 
 
 def large_object_access(conn: psycopg.Connection) -> tuple[int, list[int]]:

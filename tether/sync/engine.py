@@ -286,7 +286,16 @@ def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceC
 
 
 def _fill_plan_summary(context: _Context) -> None:
-    plan, summary = context.plan, context.summary
+    plan, summary, catalog = context.plan, context.summary, context.catalog
+    if catalog.publications and context.local.wal_level != "logical":
+        summary.notes.append(f"{catalog.publications} publications created as pg_dump | psql would, inert here: the "
+                             f"local server's wal_level is {context.local.wal_level}, not logical")
+    if catalog.subscriptions:
+        summary.notes.append(f"subscriptions not copied ({', '.join(catalog.subscriptions)}): a copy would hold the "
+                             "publisher's connection string and try to connect to it")
+    if catalog.tablespaces:
+        summary.notes.append(f"tablespaces not kept ({', '.join(catalog.tablespaces)}): everything is in the local "
+                             "server's default tablespace")
     summary.tables = len(plan.copies)
     summary.tables_schema_only = len(plan.schema_only)
     summary.tables_excluded = len(plan.excluded)

@@ -29,6 +29,7 @@ class LocalServer:
     maintenance: DatabaseAddress  # where to run CREATE/ALTER/DROP DATABASE
     superuser: bool = False
     available_extensions: frozenset[str] = frozenset()  # what CREATE EXTENSION can install here
+    wal_level: str = "replica"
 
     @property
     def major(self) -> int:
@@ -60,11 +61,11 @@ def inspect_local(dest: DatabaseAddress) -> LocalServer:
         row = conn.execute("SELECT pg_postmaster_start_time()::text, current_setting('server_version_num')::int,"
                            " (SELECT oid FROM pg_database WHERE datname = %s),"
                            " (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),"
-                           " (SELECT array_agg(name) FROM pg_available_extensions)",
+                           " (SELECT array_agg(name) FROM pg_available_extensions), current_setting('wal_level')",
                            (dest.database,)).fetchone()
         assert row is not None
         return LocalServer(system_identifier(conn), row[0], row[1], row[2], address, bool(row[3]),
-                           frozenset(row[4] or ()))
+                           frozenset(row[4] or ()), str(row[5]))
     detail = str(last_error).strip().splitlines()[-1] if last_error else "no maintenance database"
     raise TetherError(f"Could not connect to the destination server {dest.masked_url()} (through its postgres or "
                       f"template1 database): {detail}. Is the local server running (`invoke up`), and may "
