@@ -140,6 +140,16 @@ def restore(c: Context, file: str, db: str | None = None, jobs: str | None = Non
         out.print(f"  Disconnected {result.disconnected_sessions} session(s) that were using the old database.")
     if result.cleaned_leftovers:
         out.print(f"  Cleaned up after an interrupted earlier run: {', '.join(result.cleaned_leftovers)}")
+    if result.skipped:
+        out.print(f"  Skipped {len(result.skipped)} owner, privilege, policy or label statements this server refused, "
+                  "mostly naming roles it lacks (the objects stay with you; --json lists them):", markup=False)
+        for item in result.skipped[:5]:
+            out.print(f"    {item}", markup=False)
+        if len(result.skipped) > 5:
+            out.print(f"    … and {len(result.skipped) - 5} more", markup=False)
+    if result.settings_skipped:
+        out.print(f"  Skipped {len(result.settings_skipped)} database settings this server refused (--json lists "
+                  "them).", markup=False)
 
 
 @task(help={"json": "print the list as JSON"})
