@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,18 @@ from benchmarks.competitors import (
     sync_prod_plan,
     task_help_plan,
 )
+from benchmarks.link import LinkRelay, LinkSpec, parse_link
 from benchmarks.profile import ActivitySampler
-from benchmarks.report import FAILED, NOT_AVAILABLE, OK, SKIPPED, MethodResult, machine_facts, summarize
+from benchmarks.report import (
+    FAILED,
+    NOT_AVAILABLE,
+    OK,
+    SKIPPED,
+    MethodResult,
+    machine_facts,
+    print_summary,
+    summarize,
+)
 from tether.conninfo import DatabaseAddress
 from tether.errors import ConfigError, TetherError
 from tether.native import postgres as native_pg
@@ -73,6 +83,7 @@ class BenchOptions:
     keep_servers: bool = False
     jobs: int = 2
     profile: bool = False
+    link: LinkSpec | None = None  # every method reads the source through this simulated link
 
     def validate(self) -> None:
         if self.repeat < 1:
@@ -130,13 +141,28 @@ class Bench:
     profile: bool = False
     last_profile: dict[str, Any] | None = None
     expect_anonymized: bool = False
+    link: LinkRelay | None = None
+    last_link_bytes: int | None = None
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
         return (self.source.admin.password, self.dest.admin.password)
 
+    def source_address(self, database: str) -> DatabaseAddress:
+        """The source database as every method reaches it: through the simulated link, when there is one."""
+        address = self.source.admin.with_database(database)
+        return replace(address, host="127.0.0.1", port=self.link.port) if self.link else address
+
     def run(self, plan: Plan, name: str, profiled: bool = True) -> tuple[float, str]:
         self.last_profile = None
+        if self.link:
+            self.link.reset_counters()
+        try:
+            return self._run(plan, name, profiled)
+        finally:
+            self.last_link_bytes = (self.link.bytes_down + self.link.bytes_up) if self.link else None
+
+    def _run(self, plan: Plan, name: str, profiled: bool) -> tuple[float, str]:
         if not (self.profile and profiled):
             outcome = run_plan(plan, self.base / "logs" / name, self.secrets)
             return outcome.seconds, outcome.stdout
@@ -186,7 +212,7 @@ def _record_failure(result: MethodResult, error: TetherError, bench: Bench) -> N
 
 
 def _competitor_plan(method: Method, bench: Bench, run_dir: Path, jobs: int) -> Plan:
-    source = bench.source.admin.with_database(SOURCE_DB)
+    source = bench.source_address(SOURCE_DB)
     dest = bench.dest.admin.with_database(COPY_DB)
     if method.key == "psql":
         return plain_dump_restore(bench.programs, source, dest)
@@ -219,6 +245,8 @@ def _finish_run(bench: Bench, result: MethodResult, seconds: float, database: st
     if result.method.kind == "tether":
         bench.settle(result)
     result.seconds.append(seconds)
+    if bench.last_link_bytes is not None:
+        result.details.setdefault("link_bytes", []).append(bench.last_link_bytes)
     if bench.last_profile:
         result.details["profile"] = bench.last_profile
     problems = bench.verify(database, result.method.kind)
@@ -310,7 +338,7 @@ def benchmark_rules_text() -> str:
 
 def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availability: SyncAvailability,
                       rules_file: Path, round_number: int, progress: Progress) -> None:
-    source = bench.source.admin.with_database(SOURCE_DB)
+    source = bench.source_address(SOURCE_DB)
     local = bench.dest.admin.with_database(LOCAL_DB)
     # A fresh runtime directory per round: whatever sync-prod remembers between runs, the round's first sync
     # starts from nothing, and its re-sync and reset see what that sync left.
@@ -378,6 +406,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
     user = service_user()
     base = servers.scratch_dir("tether-bench-", user)
     started: list[servers.BenchServer] = []
+    link: LinkRelay | None = None
     keep = False
     try:
         progress("starting two PostgreSQL servers with default settings")
@@ -385,8 +414,13 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
         started.append(source)
         dest = servers.start_server("dest", base, PG_MAJOR)
         started.append(dest)
-        passfile = servers.write_passfile(base / "pgpass", [source.admin, dest.admin])
-        bench = Bench(base, source, dest, passfile, programs, profile=options.profile)
+        if options.link:
+            link = LinkRelay(options.link, "127.0.0.1", source.admin.port)
+            link.start()
+            progress(f"every method reads the source through a simulated link: {options.link.describe()}")
+        via_link = replace(source.admin, port=link.port) if link else source.admin
+        passfile = servers.write_passfile(base / "pgpass", [source.admin, dest.admin, *([via_link] if link else [])])
+        bench = Bench(base, source, dest, passfile, programs, profile=options.profile, link=link)
 
         servers.reset_server(source.admin, create=SOURCE_DB)
         shape = ds.DatasetShape.for_scale(options.scale)
@@ -432,7 +466,8 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
              "rows": bench.expected.total_rows, "size_mb": round(built.size_bytes / 1e6),
              "build_seconds": round(built.seconds, 1)},
             {"repeat": options.repeat, "jobs": options.jobs, "note": PAGE_CACHE_NOTE,
-             "anonymization": availability.anonymize_note or None},
+             "anonymization": availability.anonymize_note or None,
+             "link": options.link.as_dict() if options.link else None},
         )
         if options.keep_servers:
             keep = True
@@ -440,6 +475,8 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
         save_summary(summary)
         return summary
     finally:
+        if link is not None:
+            link.stop()
         if not keep:
             for running in started:
                 servers.stop_server(running)
@@ -484,8 +521,6 @@ def save_summary(summary: dict[str, Any]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.run``: the same as ``invoke bench`` for when invoke is not at hand."""
-    from tether.tasks.bench import print_summary
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
@@ -493,10 +528,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep-servers", action="store_true")
     parser.add_argument("--profile", action="store_true", help="sample pg_stat_activity and CPU during each run")
+    parser.add_argument("--link", default=None, help="simulate a link to the source: RTTms,RATEmbit (20ms,100mbit)")
     args = parser.parse_args(argv)
     try:
         options = BenchOptions(args.repeat, args.scale, parse_methods(args.methods), args.keep_servers,
-                               profile=args.profile)
+                               profile=args.profile, link=parse_link(args.link) if args.link else None)
         summary = run_benchmark(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except TetherError as error:
         print(mask_text(error.message), file=sys.stderr)

@@ -9,8 +9,8 @@ from invoke import Context
 
 from benchmarks.competitors import METHODS
 from benchmarks.dataset import SCHEMAS
-from benchmarks.report import NOT_AVAILABLE, OK
-from tether.tasks.bench import bench, print_summary
+from benchmarks.report import NOT_AVAILABLE, OK, print_summary
+from tether.tasks.bench import bench
 
 
 def test_bench_runs_every_method_and_verifies_every_copy(isolated_project, capsys):
@@ -55,6 +55,24 @@ def test_bench_runs_every_method_and_verifies_every_copy(isolated_project, capsy
             assert conn.execute("SELECT count(*) FROM app.customers").fetchone() == (400,)
     finally:
         _stop_kept(kept)
+
+
+def test_bench_through_a_link_reports_bytes_and_the_floor(isolated_project, capsys):
+    bench(Context(), repeat=1, scale=0.01, json=True, methods="psql,sync_full", link="5ms,200mbit")
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["settings"]["link"] == {"rtt_ms": 5.0, "mbit_per_second": 200.0}
+    rows = {row["key"]: row for row in summary["methods"]}
+    for key in ("psql", "sync_full"):
+        row = rows[key]
+        assert row["verified"], row
+        # Every method read the source through the relay: its bytes were counted, and its floor follows.
+        assert row["details"]["link_bytes"][0] > 100_000
+        assert row["floor_seconds"] == round(row["details"]["link_bytes"][0] / 25e6, 2)
+        assert row["floor_ratio"] >= 1
+    assert rows["sync_full"]["floor_target"] == "≤ 1.25 × floor" and rows["sync_full"]["target"] == "≤ 0.5"
+    print_summary(summary, as_json=False)
+    table = capsys.readouterr().out
+    assert "link MB" in table and "× floor" in table and "5 ms round trip" in table
 
 
 def _stop_kept(kept: dict) -> None:

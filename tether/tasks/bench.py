@@ -8,7 +8,7 @@ from invoke import Context, task
 
 from tether.console import console
 from tether.errors import ConfigError, TetherError
-from tether.tasks.boundary import config_value, domain_errors, print_json
+from tether.tasks.boundary import config_value, domain_errors
 
 # rich and benchmarks.* are imported when the task runs, so every `invoke` command starts faster.
 
@@ -20,47 +20,6 @@ def configured(c: Context, key: str, value: Any, default: Any) -> Any:
     return config_value(c, CONFIG_SECTION, key, value, default)
 
 
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    """The results table and the machine it ran on, or the same as JSON."""
-    if as_json:
-        print_json(summary)
-        return
-    from rich.console import Console
-
-    from benchmarks.report import machine_lines, result_cells, results_table
-
-    out = console()
-    # Off a terminal rich assumes 80 columns and would cut cells; CI logs get the whole table instead.
-    table_console = out if out.is_terminal else Console(width=120, highlight=False, force_terminal=False)
-    table_console.print(results_table(summary))
-    _, notes = result_cells(summary)
-    for number, text in enumerate(notes, 1):
-        out.print(f"[{number}] {text}", markup=False)
-    for line in machine_lines(summary):
-        out.print(line, markup=False)
-    for row in summary["methods"]:
-        phases = (row["details"].get("summary") or {}).get("phases")
-        if isinstance(phases, dict) and phases:
-            timed = ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
-            out.print(f"{row['method']} phases (last run, s): {timed}", markup=False)
-        background = row["details"].get("background_seconds")
-        if background and max(background) >= 0.1:
-            out.print(f"{row['method']} left background work after exiting (not timed; waited out before the "
-                      f"next run): {', '.join(f'{value:.2f}' for value in background)} s", markup=False)
-        profile = row["details"].get("profile")
-        if profile:
-            busiest = "; ".join(f"{entry['server']} {entry['statement']} ({entry['wait']}) {entry['seconds']} s"
-                                for entry in profile["top"][:3])
-            out.print(f"profile of {row['method']} (last run): CPU busy {profile['cpu_busy']}, CPU seconds "
-                      f"{profile.get('cpu_seconds')}, active sessions {profile['avg_active_sessions']}; "
-                      f"busiest: {busiest}", markup=False)
-    if summary.get("servers"):
-        kept = summary["servers"]
-        out.print(f"servers kept running; passwords are in {kept['passfile']} (export PGPASSFILE=...):")
-        for name in ("source", "dest"):
-            out.print(f"  {name}: {kept[name]['url']}  stop: {kept[name]['stop']}")
-
-
 @task(help={
     "repeat": "runs per method; the median is reported (default 3; config bench.repeat)",
     "scale": "dataset size factor: 1 = the issue's 310 tables, 600k rows, 250 MB (default 1; config bench.scale)",
@@ -70,19 +29,25 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     "keep-servers": "leave the two benchmark servers running afterwards (to inspect them)",
     "profile": "sample pg_stat_activity on both servers and the CPU during each run (adds a little load); "
                "the busiest statements go into the JSON under details.profile",
+    "link": "read the source through a simulated network link, RTTms,RATE[k|m|g]bit (e.g. 20ms,100mbit): "
+            "half the round trip each way and one bandwidth cap shared by all connections (config bench.link)",
 })
 @domain_errors
 def bench(c: Context, repeat: int | None = None, scale: float | None = None, methods: str | None = None,
-          json: bool = False, keep_servers: bool = False, profile: bool = False) -> None:
+          json: bool = False, keep_servers: bool = False, profile: bool = False, link: str | None = None) -> None:
     """Benchmark sync-prod, re-sync and db.reset against pg_dump|psql, pg_restore and pgcopydb (takes minutes)."""
     from rich.console import Console
 
+    from benchmarks.link import parse_link
+    from benchmarks.report import print_summary
     from benchmarks.run import BenchOptions, last_result_path, parse_methods, run_benchmark
 
     try:
+        link_text = configured(c, "link", link, None)
         options = BenchOptions(repeat=int(configured(c, "repeat", repeat, 3)),
                                scale=float(configured(c, "scale", scale, 1.0)),
-                               methods=parse_methods(methods), keep_servers=keep_servers, profile=profile)
+                               methods=parse_methods(methods), keep_servers=keep_servers, profile=profile,
+                               link=parse_link(str(link_text)) if link_text else None)
     except ValueError as error:
         raise ConfigError(f"--repeat takes a whole number and --scale a number ({error}).") from None
     progress_console = Console(stderr=True, highlight=False)
