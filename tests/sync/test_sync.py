@@ -175,7 +175,8 @@ def test_task_prints_documented_json(sync_servers, isolated_project, rules_file,
     data = json.loads(capsys.readouterr().out)
     documented = {"mode", "source", "dest", "snapshot_database", "anonymized", "tables", "tables_copied",
                   "tables_carried_over", "tables_schema_only", "tables_excluded", "rows", "rows_copied",
-                  "bytes_copied", "seconds", "phases", "jobs", "rules_applied", "changed_tables",
+                  "bytes_copied", "source_bytes", "source_seconds", "source_mbit_per_second", "tables_spooled",
+                  "seconds", "phases", "jobs", "rules_applied", "changed_tables",
                   "sessions_disconnected", "skipped_privileges", "owners_mapped", "settings_skipped", "notes",
                   "verified", "row_counts", "materialized_views_refreshed", "sequences_set"}
     assert set(data) == documented

@@ -1,20 +1,27 @@
 """Streaming rows from the source to the local copy: N workers, each one source and one local session.
 
-Every worker joins the exported snapshot once and keeps one local transaction for all the tables it
-takes (big tables first, then the small ones in a stream), so 300 small tables cost 300 pairs of COPY
-commands and a single commit, not 300 connections or commits. Rows flow as binary COPY when both sides
-have the same types, straight from one socket to the other: nothing is written to disk in between.
+Every worker joins the exported snapshot once and keeps its sessions for all the tables it takes, so 300
+small tables cost 300 pairs of COPY commands, not 300 connections. Rows flow as binary COPY when both sides
+have the same types, straight from one socket to the other.
+
+The streams start as soon as the snapshot exists, before the local tables do (pg_dump's many catalog queries
+take seconds when production is far away): until the schema is in place, a worker writes each table's COPY
+stream to a spool file, and a loader pours the spooled tables in once they exist, while the workers go on
+straight into the local tables. On a slow link, one worker takes the smallest tables first, so that their
+round trips overlap the big tables' transfer instead of coming after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import select
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from psycopg import Copy, pq, sql
@@ -29,6 +36,7 @@ from tether.sync.snapshot import connect_local, connect_source, join_snapshot
 
 WRITE_BATCH = 256 * 1024  # bytes gathered before each write to the local server
 FREEZE_MIN_BYTES = 8 * 1024 * 1024  # below this, the extra TRUNCATE costs more than frozen rows save
+SPOOL_READ = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class CopySettings:
     jobs: int
     salt: str
     freeze: bool = True  # tables are new in this database: load big ones frozen (COPY ... FREEZE)
+    small_first: bool = False  # one worker takes the smallest tables first (a link with long round trips)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,15 @@ class CopyResult:
     base_rows: int = 0  # rows the table held before (an extension's configuration table holds its own)
 
 
+@dataclass(frozen=True)
+class _Spooled:
+    copy: TableCopy
+    path: Path
+    rows: int
+    bytes: int
+    seconds: float
+
+
 @dataclass
 class _Shared:
     queue: deque[TableCopy]
@@ -56,94 +74,247 @@ class _Shared:
     errors: list[BaseException] = field(default_factory=list)
     connections: list[psycopg.Connection] = field(default_factory=list)
 
-    def next_table(self) -> TableCopy | None:
+    def next_table(self, smallest: bool = False) -> TableCopy | None:
         with self.lock:
             if self.stop.is_set() or not self.queue:
                 return None
-            return self.queue.popleft()
+            return self.queue.pop() if smallest else self.queue.popleft()
+
+    def fail(self, error: BaseException) -> None:
+        with self.lock:
+            if not self.stop.is_set():
+                self.errors.append(error)
+            self.stop.set()
+
+
+@dataclass
+class _Target:
+    """Where the rows go, once it exists: the local database and the table hooks of the build."""
+
+    address: DatabaseAddress
+    wait_for: Callable[[TableCopy], None] | None
+    on_committed: Callable[[TableCopy], None] | None
+
+
+class RowStreams:
+    """The copy workers (and the spool loader) of one sync; see the module doc.
+
+    ``start()`` begins reading (spooling while there is no target), ``attach()`` names the local database
+    once its tables are being created, ``finish()`` waits for every table and returns the results.
+    """
+
+    def __init__(self, source: DatabaseAddress, snapshot_id: str, copies: Sequence[TableCopy],
+                 settings: CopySettings, progress: SyncProgress, spool_dir: Path) -> None:
+        self.source, self.snapshot_id, self.settings, self.progress = source, snapshot_id, settings, progress
+        self.spool_dir = spool_dir
+        self.count = len(copies)
+        self._shared = _Shared(deque(copies))
+        self._target: _Target | None = None
+        self._attached = threading.Event()
+        self._spooled: queue.Queue[_Spooled | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._loader: threading.Thread | None = None
+        self.spooled_tables = 0
+        self.spooled_bytes = 0
+
+    def start(self) -> RowStreams:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        workers = max(1, min(self.settings.jobs, self.count))
+        for number in range(workers):
+            smallest = self.settings.small_first and workers > 1 and number == workers - 1
+            thread = threading.Thread(target=self._worker, args=(smallest,), name=f"sync-copy-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._loader = threading.Thread(target=self._load_spooled, name="sync-spool-loader", daemon=True)
+        self._loader.start()
+        return self
+
+    def attach(self, address: DatabaseAddress, wait_for: Callable[[TableCopy], None] | None = None,
+               on_committed: Callable[[TableCopy], None] | None = None) -> None:
+        self._target = _Target(address, wait_for, on_committed)
+        self._attached.set()
+
+    def finish(self) -> dict[str, CopyResult]:
+        """Wait for every table (read, spooled and loaded); the first failure is raised."""
+        if not self._attached.is_set():
+            raise RuntimeError("RowStreams.finish() before attach()")
+        try:
+            for thread in self._threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+            self._spooled.put(None)
+            assert self._loader is not None
+            while self._loader.is_alive():
+                self._loader.join(0.2)
+        except BaseException:
+            self.abort()
+            raise
+        if self._shared.errors:
+            raise self._shared.errors[0]
+        return self._shared.results
+
+    def abort(self) -> None:
+        """Stop every worker and the loader (their server-side commands are cancelled); used on failure."""
+        shared = self._shared
+        shared.stop.set()
+        self._attached.set()
+        self._spooled.put(None)
+        with shared.lock:
+            connections = list(shared.connections)
+        for conn in connections:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=5)
+        for thread in [*self._threads, *([self._loader] if self._loader else [])]:
+            thread.join(10)
+
+    def _register(self, conn: psycopg.Connection) -> None:
+        with self._shared.lock:
+            self._shared.connections.append(conn)
+
+    def _worker(self, smallest: bool) -> None:
+        shared, progress = self._shared, self.progress
+        try:
+            with connect_source(self.source) as src, contextlib.ExitStack() as local:
+                self._register(src)
+                join_snapshot(src, self.snapshot_id)
+                src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, self.settings.salt))
+                dst: psycopg.Connection | None = None
+                while (copy := shared.next_table(smallest)) is not None:
+                    if not self._attached.is_set():
+                        self._spooled.put(self._spool(src, copy))
+                        continue
+                    target = self._target
+                    assert target is not None
+                    if dst is None:
+                        dst = local.enter_context(connect_local(target.address))
+                        self._register(dst)
+                    if target.wait_for is not None:
+                        target.wait_for(copy)  # between tables: no lock is held while waiting
+                    with dst.transaction():
+                        result = copy_table(src, dst, copy, self.settings, progress.advance_table)
+                    self._done(copy, result, target)
+                src.execute("ROLLBACK")
+        except BaseException as error:
+            shared.fail(error)
+
+    def _spool(self, src: psycopg.Connection, copy: TableCopy) -> _Spooled:
+        """The table's COPY stream into a file of its own (the local table does not exist yet)."""
+        started = time.perf_counter()
+        path = self.spool_dir / f"{copy.relation.oid}.copy"
+        source = SourceRows(src, copy.copy_out().as_bytes(src))
+        total = reported = 0
+        try:
+            with open(path, "wb", buffering=WRITE_BATCH) as spool:
+                for data in source:
+                    spool.write(data)
+                    total += len(data)
+                    if total - reported >= 4 * WRITE_BATCH:
+                        self.progress.advance_table(copy.name, total - reported, source.rows_read)
+                        reported = total
+        except SourceError as error:
+            raise TetherError(f"Reading {copy.name} from the source failed: {error}") from None
+        self.progress.advance_table(copy.name, total - reported, source.rows_read)
+        with self._shared.lock:
+            self.spooled_tables += 1
+            self.spooled_bytes += total
+        return _Spooled(copy, path, source.rows, total, time.perf_counter() - started)
+
+    def _load_spooled(self) -> None:
+        """Pour spooled tables into the local ones, as soon as each exists."""
+        shared = self._shared
+        try:
+            self._attached.wait()
+            target = self._target
+            if target is None or shared.stop.is_set():
+                return
+            with contextlib.ExitStack() as local:
+                dst: psycopg.Connection | None = None
+                while (item := self._spooled.get()) is not None:
+                    if shared.stop.is_set():
+                        return
+                    if dst is None:
+                        dst = local.enter_context(connect_local(target.address))
+                        self._register(dst)
+                    if target.wait_for is not None:
+                        target.wait_for(item.copy)
+                    started = time.perf_counter()
+                    with dst.transaction():
+                        base_rows = load_spooled(dst, item.copy, item.path, self.settings, item.rows)
+                    item.path.unlink(missing_ok=True)
+                    result = CopyResult(item.copy.name, item.rows, item.bytes,
+                                        item.seconds + time.perf_counter() - started, base_rows)
+                    self._done(item.copy, result, target)
+        except BaseException as error:
+            shared.fail(error)
+
+    def _done(self, copy: TableCopy, result: CopyResult, target: _Target) -> None:
+        self.progress.finish_table(copy.name, result.rows, result.bytes)
+        with self._shared.lock:
+            self._shared.results[copy.name] = result
+        if target.on_committed is not None:
+            target.on_committed(copy)
 
 
 def copy_tables(source: DatabaseAddress, snapshot_id: str, dest: DatabaseAddress, copies: Sequence[TableCopy],
                 settings: CopySettings, progress: SyncProgress,
                 on_committed: Callable[[TableCopy], None] | None = None,
                 wait_for: Callable[[TableCopy], None] | None = None) -> dict[str, CopyResult]:
-    """Copy ``copies`` (in this order, across ``settings.jobs`` workers); returns each table's result.
+    """Copy ``copies`` (in this order, across ``settings.jobs`` workers) straight into ``dest``; each table's result.
 
     Each table is committed on its own (cheap: local commits do not wait for the disk), so that
     ``on_committed`` can start building its indexes while the others are still being copied.
     ``wait_for(copy)`` returns once the table exists locally (it may still be being created).
     """
-    shared = _Shared(deque(copies))
-    workers = [threading.Thread(target=_worker,
-                                args=(source, snapshot_id, dest, settings, shared, progress, on_committed,
-                                      wait_for),
-                                name=f"sync-copy-{number}", daemon=True)
-               for number in range(max(1, min(settings.jobs, len(copies))))]
-    for worker in workers:
-        worker.start()
-    try:
-        for worker in workers:
-            while worker.is_alive():
-                worker.join(0.2)
-    except BaseException:
-        shared.stop.set()
-        _cancel(shared)
-        for worker in workers:
-            worker.join(10)
-        raise
-    if shared.errors:
-        raise shared.errors[0]
-    return shared.results
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tether-spool-") as spool:
+        streams = RowStreams(source, snapshot_id, copies, settings, progress, Path(spool))
+        streams.attach(dest, wait_for, on_committed)
+        return streams.start().finish()
 
 
-def _cancel(shared: _Shared) -> None:
-    with shared.lock:
-        connections = list(shared.connections)
-    for conn in connections:
-        with contextlib.suppress(psycopg.Error):
-            conn.cancel_safe(timeout=5)
+def load_spooled(dst: psycopg.Connection, copy: TableCopy, path: Path, settings: CopySettings, rows: int) -> int:
+    """A spooled COPY stream of ``rows`` rows into its table (in the caller's transaction); returns the rows the
+    table held before."""
+    base_rows = _prepare(dst, copy, settings)
+    freeze = _freezes(copy, settings)
+    with dst.cursor() as in_cursor, open(path, "rb") as spool:
+        try:
+            with in_cursor.copy(copy.copy_in(freeze)) as into:
+                while block := spool.read(SPOOL_READ):
+                    into.write(block)
+        except psycopg.Error as error:
+            raise TetherError(f"Copying {copy.name} failed: {' '.join(str(error).split())}") from None
+        stored = in_cursor.rowcount
+    if stored != rows:
+        raise TetherError(f"Copying {copy.name}: the source sent {rows} rows but the local database stored {stored}. "
+                          "The local database was not replaced.")
+    return base_rows
 
 
-def _worker(source: DatabaseAddress, snapshot_id: str, dest: DatabaseAddress, settings: CopySettings,
-            shared: _Shared, progress: SyncProgress, on_committed: Callable[[TableCopy], None] | None,
-            wait_for: Callable[[TableCopy], None] | None) -> None:
-    try:
-        with connect_source(source) as src, connect_local(dest) as dst:
-            with shared.lock:
-                shared.connections.extend((src, dst))
-            join_snapshot(src, snapshot_id)
-            src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, settings.salt))
-            while (copy := shared.next_table()) is not None:
-                if wait_for is not None:
-                    wait_for(copy)  # between tables: no lock is held while waiting
-                with dst.transaction():
-                    result = copy_table(src, dst, copy, settings, progress.advance_table)
-                progress.finish_table(copy.name, result.rows, result.bytes)
-                with shared.lock:
-                    shared.results[copy.name] = result
-                if on_committed is not None:
-                    on_committed(copy)
-            src.execute("ROLLBACK")
-    except BaseException as error:
-        with shared.lock:
-            if not shared.stop.is_set():
-                shared.errors.append(error)
-            shared.stop.set()
+def _freezes(copy: TableCopy, settings: CopySettings) -> bool:
+    return settings.freeze and copy.relation.bytes >= FREEZE_MIN_BYTES and not copy.appends
+
+
+def _prepare(dst: psycopg.Connection, copy: TableCopy, settings: CopySettings) -> int:
+    """Before rows go in: count an extension's own rows; empty the table for a frozen load. Returns that count."""
+    base_rows = 0
+    if copy.appends:
+        row = dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(copy.relation.identifier)).fetchone()
+        base_rows = int(row[0]) if row else 0
+    if _freezes(copy, settings):
+        # COPY FREEZE needs the table to be new or emptied in this transaction; frozen rows spare the
+        # first reader from setting hint bits on every page (and writing them all out again).
+        dst.execute(sql.SQL("TRUNCATE ONLY {}").format(copy.relation.identifier))
+    return base_rows
 
 
 def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy, settings: CopySettings,
                advance: Callable[[str, int, int], None]) -> CopyResult:
     """Stream one table inside the workers' open transactions; the row counts of both ends must agree."""
     started = time.perf_counter()
-    base_rows = 0
-    if copy.appends:
-        row = dst.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(copy.relation.identifier)).fetchone()
-        base_rows = int(row[0]) if row else 0
-    freeze = settings.freeze and copy.relation.bytes >= FREEZE_MIN_BYTES and not copy.appends
-    if freeze:
-        # COPY FREEZE needs the table to be new or emptied in this transaction; frozen rows spare the
-        # first reader from setting hint bits on every page (and writing them all out again).
-        dst.execute(sql.SQL("TRUNCATE ONLY {}").format(copy.relation.identifier))
+    base_rows = _prepare(dst, copy, settings)
+    freeze = _freezes(copy, settings)
     source = SourceRows(src, copy.copy_out().as_bytes(src))
     with dst.cursor() as in_cursor:
         try:

@@ -64,7 +64,7 @@ from tether.sync.catalog import (
     table_sizes,
     with_sizes,
 )
-from tether.sync.copy import CopyResult, CopySettings, copy_between, copy_table, copy_tables
+from tether.sync.copy import CopyResult, CopySettings, RowStreams, copy_between, copy_table
 from tether.sync.incremental import (
     STATE_VERSION,
     Fingerprint,
@@ -107,6 +107,7 @@ from tether.sync.summary import SyncSummary
 
 DROP_RETIRED = ("background", "now")
 EARLY_TABLE_BYTES = 1024 * 1024  # tables this big are created first and filled while the others are created
+SLOW_ROUND_TRIP = 0.002  # seconds: beyond this the source is across a network, and round trips are worth hiding
 
 
 def default_jobs() -> int:
@@ -173,6 +174,9 @@ class _Context:
     order: Phases | None = None  # the archive's entries in restore order
     archive_sql: ArchiveSql | None = None  # owners, privileges and the rest, replayed after pg_restore's part
     settings: list[str] = field(default_factory=list)  # the database's settings (tether.archive.database_settings)
+    source_rtt: float = 0.0  # seconds per round trip to the source, measured in the plan phase
+    data_started: float | None = None  # when the row streams started (perf_counter)
+    archive_bytes: int = 0  # the size of pg_dump's archive: bytes from the source besides the rows
 
     @property
     def admin(self) -> DatabaseAddress:
@@ -231,12 +235,16 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
         if not options.anonymize:
             progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
         context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
-                           options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest)
+                           options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest,
+                           source_rtt=_round_trip(snap.conn))
         _fill_plan_summary(context)
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
         previous = (None if options.full or not options.snapshot
                     else localdb.read_state(context.admin, context.snapshot_db))
+        # A sync that will copy everything starts reading rows now, while pg_dump reads the schema (seconds of
+        # round trips when production is far away); they are spooled until the local tables exist.
+        streams = _start_streams(context, snap) if previous is None else None
         with ThreadPoolExecutor(max_workers=1) as pool:
             # While pg_dump runs: a first sync creates its scratch database, a re-sync looks for changes
             # (wasted only when the schema turns out to have changed).
@@ -252,6 +260,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                     with phases("schema dump"):
                         _dump_schema(context, snap)
             except BaseException:
+                if streams is not None:
+                    streams.abort()
                 if scratch_ready is not None:
                     _drop_quietly(context, [scratch_ready.result()])
                 raise
@@ -265,10 +275,20 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                 if changes is not None:
                     changes.cancel()
                 summary.notes.insert(0, f"full sync: {reason}")
-                _full(context, snap, scratch_ready)
+                _full(context, snap, scratch_ready, streams)
     summary.seconds = time.perf_counter() - started
     summary.phases = phases.seconds
     return summary
+
+
+def _round_trip(conn: psycopg.Connection) -> float:
+    """The shortest of three round trips to the source: what a network adds to every query."""
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        conn.execute("SELECT 1")
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:
@@ -318,6 +338,7 @@ def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
                              large_objects=context.plan.large_objects),
                 source_env(context.source), "pg_dump of the source schema",
                 "The source role needs SELECT on every table it copies (the readonly role has it).")
+    context.archive_bytes = archive.stat().st_size
     toc = parse_toc(run_program(pg_restore_list_argv(pg_restore, archive), offline_env(), "pg_restore --list"))
     order = restore_phases(toc.entries, context.plan.skipped_foreign_keys)
     archive_sql = read_archive(pg_restore, archive, toc, order, context.work_dir)
@@ -384,15 +405,22 @@ def _scratch_address(context: _Context, name: str) -> DatabaseAddress:
     return context.dest.with_database(name)
 
 
-def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | None = None) -> None:
+def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | None = None,
+          streams: RowStreams | None = None) -> None:
     """Build a new copy from nothing: pre-data, rows (indexes built as tables arrive), post-data; install it."""
     progress, phases, plan = context.progress, context.phases, context.plan
     _, pg_restore = _programs(context)
-    if context.archive is None:  # the schema was known unchanged, but this sync must build it anyway
-        with phases("schema dump"):
-            _dump_schema(context, snap)
-    assert context.archive is not None
-    scratch = scratch_ready.result() if scratch_ready else _create_scratch(context)
+    try:
+        if context.archive is None:  # the schema was known unchanged, but this sync must build it anyway
+            with phases("schema dump"):
+                _dump_schema(context, snap)
+        assert context.archive is not None
+        scratch = scratch_ready.result() if scratch_ready else _create_scratch(context)
+    except BaseException:
+        if streams is not None:
+            streams.abort()
+        raise
+    streams = streams or _start_streams(context, snap)
     scratch_address = _scratch_address(context, scratch)
     builder: IndexBuilder | None = None
     second_wave: Future[bool] | None = None
@@ -456,7 +484,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
             else:
                 index_builder.table_ready(oid, size)
 
-        results = _copy(context, snap, scratch_address, plan.copies, wait_for=waiter, on_committed=committed)
+        results = _copy(context, streams, scratch_address, wait_for=waiter, on_committed=committed)
         if second_wave is not None:
             second_wave.result()
         _restore_large_objects(context, scratch_address, main)
@@ -489,6 +517,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         context.summary.bytes_copied = sum(result.bytes for result in results.values())
         _install(context, scratch, state)
     except BaseException:
+        streams.abort()
         if second_wave is not None:
             with contextlib.suppress(BaseException):
                 second_wave.result()
@@ -738,22 +767,42 @@ def _drop_quietly(context: _Context, names: list[str]) -> None:
         localdb.drop_now(context.admin, names)
 
 
-def _copy(context: _Context, snap: SourceSnapshot, target: DatabaseAddress, copies: list[TableCopy], *,
+def _start_streams(context: _Context, snap: SourceSnapshot) -> RowStreams:
+    """The copy workers, reading rows from the snapshot at once (see tether.sync.copy.RowStreams)."""
+    copies = context.plan.copies
+    progress = context.progress
+    slow_link = context.source_rtt >= SLOW_ROUND_TRIP
+    progress.phase(f"copying {len(copies)} tables ({context.options.jobs} workers"
+                   f"{', anonymized on the source' if context.options.anonymize else ''}"
+                   f"{f'; {context.source_rtt * 1000:.0f} ms round trips to the source' if slow_link else ''})")
+    settings = CopySettings(jobs=context.options.jobs, salt=context.salt, small_first=slow_link)
+    progress.start_tables(len(copies))
+    context.data_started = time.perf_counter()
+    return RowStreams(context.source, snap.snapshot_id, copies, settings, progress,
+                      context.work_dir / "spool").start()
+
+
+def _copy(context: _Context, streams: RowStreams, target: DatabaseAddress, *,
           on_committed: Callable[[TableCopy], None] | None = None,
           wait_for: Callable[[TableCopy], None] | None = None) -> dict[str, CopyResult]:
-    if not copies:
-        return {}
-    progress = context.progress
-    progress.phase(f"copying {len(copies)} tables ({context.options.jobs} workers"
-                   f"{', anonymized on the source' if context.options.anonymize else ''})")
-    settings = CopySettings(jobs=context.options.jobs, salt=context.salt)
+    """The rows of every table, into ``target`` (tables spooled so far are poured in as they are created)."""
+    streams.attach(target, wait_for, on_committed)
     with context.phases("data"):
-        progress.start_tables(len(copies))
         try:
-            return copy_tables(context.source, snap.snapshot_id, target, copies, settings, progress, on_committed,
-                               wait_for)
+            results = streams.finish()
         finally:
-            progress.stop_tables()
+            context.progress.stop_tables()
+    elapsed = time.perf_counter() - (context.data_started or time.perf_counter())
+    received = sum(result.bytes for result in results.values()) + context.archive_bytes
+    context.summary.source_bytes = received
+    context.summary.source_seconds = round(elapsed, 3)
+    context.summary.source_mbit_per_second = round(received * 8 / elapsed / 1e6, 1) if elapsed > 0 else 0.0
+    context.summary.tables_spooled = streams.spooled_tables
+    context.progress.phase(f"received {received / 1e6:,.1f} MB from the source in {elapsed:.1f} s "
+                           f"({context.summary.source_mbit_per_second:,.0f} Mbit/s)"
+                           + (f"; {streams.spooled_tables} tables read while the schema was still being dumped"
+                              if streams.spooled_tables else ""))
+    return results
 
 
 def _read_sequences(context: _Context, snap: SourceSnapshot) -> dict[str, list[Any]]:

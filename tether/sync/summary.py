@@ -23,6 +23,10 @@ class SyncSummary:
     rows: int = 0  # rows in the local copy's tables
     rows_copied: int = 0
     bytes_copied: int = 0  # COPY stream bytes moved by this run
+    source_bytes: int = 0  # bytes received from the source: the rows' COPY streams and pg_dump's archive
+    source_seconds: float = 0.0  # from the first row stream to the last
+    source_mbit_per_second: float = 0.0  # the throughput achieved from the source (what a slow link limits)
+    tables_spooled: int = 0  # tables read before their local table existed (while pg_dump was still running)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds per phase
     jobs: int = 1
@@ -52,6 +56,9 @@ class SyncSummary:
                      f"unchanged), {self.tables_schema_only} without rows, {self.tables_excluded} left out")
         lines.append(f"  rows: {self.rows:,} ({self.rows_copied:,} copied, {self.bytes_copied / 1e6:,.1f} MB)"
                      + ("; row counts verified against the source snapshot" if self.verified else ""))
+        if self.source_bytes:
+            lines.append(f"  from the source: {self.source_bytes / 1e6:,.1f} MB in {self.source_seconds:.1f} s "
+                         f"({self.source_mbit_per_second:,.0f} Mbit/s)")
         if self.anonymized:
             lines.append(f"  anonymized: {len(self.rules_applied)} column rules applied on the source")
         else:
