@@ -37,6 +37,10 @@ from tether.sync.snapshot import connect_local, connect_source, join_snapshot
 WRITE_BATCH = 256 * 1024  # bytes gathered before each write to the local server
 FREEZE_MIN_BYTES = 8 * 1024 * 1024  # below this, the extra TRUNCATE costs more than frozen rows save
 SPOOL_READ = 1024 * 1024
+# Tables smaller than this travel in batches: up to BATCH_TABLES of them, or BATCH_BYTES, per query.
+SMALL_TABLE_BYTES = 1024 * 1024
+BATCH_TABLES = 50
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,22 @@ class _Shared:
     errors: list[BaseException] = field(default_factory=list)
     connections: list[psycopg.Connection] = field(default_factory=list)
 
-    def next_table(self, smallest: bool = False) -> TableCopy | None:
+    def next_tables(self, smallest: bool = False) -> list[TableCopy]:
+        """The next table, or a batch of small ones (sent to the source as one query); [] when none is left."""
         with self.lock:
             if self.stop.is_set() or not self.queue:
-                return None
-            return self.queue.pop() if smallest else self.queue.popleft()
+                return []
+            take = self.queue.pop if smallest else self.queue.popleft
+            batch = [take()]
+            size = batch[0].relation.bytes
+            while (self.queue and size < BATCH_BYTES and len(batch) < BATCH_TABLES
+                   and batch[0].relation.bytes < SMALL_TABLE_BYTES):
+                following = self.queue[-1] if smallest else self.queue[0]
+                if following.relation.bytes >= SMALL_TABLE_BYTES:
+                    break
+                batch.append(take())
+                size += following.relation.bytes
+            return batch
 
     def fail(self, error: BaseException) -> None:
         with self.lock:
@@ -179,9 +194,10 @@ class RowStreams:
                 join_snapshot(src, self.snapshot_id)
                 src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, self.settings.salt))
                 dst: psycopg.Connection | None = None
-                while (copy := shared.next_table(smallest)) is not None:
+                while batch := shared.next_tables(smallest):
                     if not self._attached.is_set():
-                        self._spooled.put(self._spool(src, copy))
+                        for copy, rows in self._read(src, batch):
+                            self._spooled.put(self._spool(copy, rows))
                         continue
                     target = self._target
                     assert target is not None
@@ -189,19 +205,30 @@ class RowStreams:
                         dst = local.enter_context(connect_local(target.address))
                         self._register(dst)
                     if target.wait_for is not None:
-                        target.wait_for(copy)  # between tables: no lock is held while waiting
-                    with dst.transaction():
-                        result = copy_table(src, dst, copy, self.settings, progress.advance_table)
-                    self._done(copy, result, target)
+                        for copy in batch:
+                            target.wait_for(copy)  # between tables: no lock is held while waiting
+                    with dst.transaction():  # one commit per batch of small tables
+                        results = [copy_table(src, dst, copy, self.settings, progress.advance_table, rows)
+                                   for copy, rows in self._read(src, batch)]
+                    for copy, result in zip(batch, results, strict=True):
+                        self._done(copy, result, target)
                 src.execute("ROLLBACK")
         except BaseException as error:
             shared.fail(error)
 
-    def _spool(self, src: psycopg.Connection, copy: TableCopy) -> _Spooled:
+    @staticmethod
+    def _read(src: psycopg.Connection, batch: list[TableCopy]) -> Iterator[tuple[TableCopy, SourceRows]]:
+        """Each table of ``batch`` with its rows' stream (one query for the whole batch); read them in order."""
+        queries = [copy.copy_out().as_bytes(src) for copy in batch]
+        if len(batch) == 1:
+            yield batch[0], SourceRows(src, queries[0])
+            return
+        yield from zip(batch, SourceBatch(src, queries).streams(), strict=True)
+
+    def _spool(self, copy: TableCopy, source: SourceRows) -> _Spooled:
         """The table's COPY stream into a file of its own (the local table does not exist yet)."""
         started = time.perf_counter()
         path = self.spool_dir / f"{copy.relation.oid}.copy"
-        source = SourceRows(src, copy.copy_out().as_bytes(src))
         total = reported = 0
         try:
             with open(path, "wb", buffering=WRITE_BATCH) as spool:
@@ -310,12 +337,15 @@ def _prepare(dst: psycopg.Connection, copy: TableCopy, settings: CopySettings) -
 
 
 def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy, settings: CopySettings,
-               advance: Callable[[str, int, int], None]) -> CopyResult:
-    """Stream one table inside the workers' open transactions; the row counts of both ends must agree."""
+               advance: Callable[[str, int, int], None], source: SourceRows | None = None) -> CopyResult:
+    """Stream one table inside the workers' open transactions; the row counts of both ends must agree.
+
+    ``source``: the table's stream when it comes in a batch (else its COPY is sent here).
+    """
     started = time.perf_counter()
     base_rows = _prepare(dst, copy, settings)
     freeze = _freezes(copy, settings)
-    source = SourceRows(src, copy.copy_out().as_bytes(src))
+    source = source or SourceRows(src, copy.copy_out().as_bytes(src))
     with dst.cursor() as in_cursor:
         try:
             with in_cursor.copy(copy.copy_in(freeze)) as into:
@@ -387,17 +417,19 @@ class SourceRows:
     transaction) and is idle again when the iteration ends; on error it is left to be closed.
     """
 
-    def __init__(self, conn: psycopg.Connection, query: bytes) -> None:
+    def __init__(self, conn: psycopg.Connection, query: bytes, *, in_batch: bool = False) -> None:
         self.pgconn = conn.pgconn
         self.query = query
+        self.in_batch = in_batch  # one of a SourceBatch: already sent, and more results follow
         self.rows = 0  # as the server reports it, once done
         self.rows_read = 0
 
     def __iter__(self) -> Iterator[memoryview]:
         pgconn = self.pgconn
-        pgconn.send_query(self.query)
-        while pgconn.flush() == 1:
-            self._wait(write=True)
+        if not self.in_batch:
+            pgconn.send_query(self.query)
+            while pgconn.flush() == 1:
+                self._wait(write=True)
         started = self._result()
         if started is None or started.status != pq.ExecStatus.COPY_OUT:
             self._drain()
@@ -414,7 +446,8 @@ class SourceRows:
             else:
                 break
         final = self._result()
-        self._drain()
+        if not self.in_batch or final is None or final.status != pq.ExecStatus.COMMAND_OK:
+            self._drain()
         if final is None or final.status != pq.ExecStatus.COMMAND_OK:
             raise SourceError(_message(final))
         self.rows = int(final.command_tuples or 0)
@@ -434,6 +467,29 @@ class SourceRows:
     def _drain(self) -> None:
         while self._result() is not None:
             pass
+
+
+class SourceBatch:
+    """Several ``COPY ... TO STDOUT`` sent as one query: one round trip for many small tables.
+
+    The simple query protocol runs the statements one after another, each answering with its own COPY
+    stream; ``streams()`` yields one SourceRows per statement, to be read in order, each to its end.
+    """
+
+    def __init__(self, conn: psycopg.Connection, queries: Sequence[bytes]) -> None:
+        self.conn = conn
+        self.queries = list(queries)
+
+    def streams(self) -> Iterator[SourceRows]:
+        pgconn = self.conn.pgconn
+        pgconn.send_query(b";\n".join(self.queries))
+        first = SourceRows(self.conn, b"", in_batch=True)
+        while pgconn.flush() == 1:
+            first._wait(write=True)
+        yield first
+        for _ in self.queries[1:]:
+            yield SourceRows(self.conn, b"", in_batch=True)
+        first._drain()
 
 
 def _message(result: pq.abc.PGresult | None) -> str:
