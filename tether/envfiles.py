@@ -105,30 +105,42 @@ class EnvFile:
 
 
 def quote_value(name: str, value: str) -> str:
-    """``value`` quoted so that python-dotenv and ``set -a; . FILE`` (bash, dash) both read back ``value``.
+    """``value`` in the one form that bash/dash (``set -a; . FILE``), python-dotenv and Node's dotenv all read back
+    as ``value``; a value no form keeps intact is refused, naming ``name`` (never the value).
 
-    Single quotes when the value has no quote or backslash (both read them literally). Otherwise double
-    quotes, escaping backslash and double quote (both undo those two escapes alike), unless the value has
-    ``$`` or a backquote, which a shell expands there. A value that fits neither is refused, naming ``name``.
+    Single quotes are literal for a shell and for Node; python-dotenv also reads them literally except for the
+    escapes ``\\\\`` and ``\\'``, and a trailing backslash would escape its closing quote. Double quotes serve a
+    value with a single quote, provided it has nothing a shell expands or unescapes there (``$``, a backquote,
+    a backslash) and no double quote (Node's dotenv does not unescape ``\\"``). python-dotenv expands ``${...}``
+    in every form, so that is refused too.
     """
-    unsafe = next((char for char in ("\n", "\r", "\0") if char in value), None)
-    if unsafe is not None or _DOTENV_EXPANSION.search(value):
-        what = "a line break or NUL" if unsafe is not None else "`${...}`, which dotenv parsers expand"
-        raise ConfigError(f"The value of {name} contains {what}; no .env quoting keeps it intact for both "
-                          "shells and dotenv parsers. Change that password (or value) and run `invoke env` again.")
-    if "'" not in value and "\\" not in value:
-        return f"'{value}'"
-    # A trailing backslash would escape dotenv's closing double quote.
-    if "$" not in value and "`" not in value and not value.endswith("\\"):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    # dotenv reads \\ and \' as escapes inside single quotes; a shell does not. Without those, both agree.
-    if "'" not in value and "\\\\" not in value and not value.endswith("\\"):
-        return f"'{value}'"
-    raise ConfigError(f"The value of {name} mixes a quote or backslash with `$`, a backquote or a trailing "
-                      "backslash; no .env "
-                      "quoting keeps that intact for both shells and dotenv parsers. Change that password "
-                      "(or value) and run `invoke env` again.")
+    problem = _unwritable_reason(value)
+    if problem is None:
+        if "'" not in value:
+            return f"'{value}'"
+        return f'"{value}"'
+    raise ConfigError(f"The value of {name} {problem}, and no .env quoting makes bash, python-dotenv and Node's "
+                      "dotenv read that alike (they would hand the app different values). Change that password (or "
+                      "value) so it avoids that combination, then run the command again.")
+
+
+def _unwritable_reason(value: str) -> str | None:
+    """Why ``value`` has no form every reader agrees on, or None when it has one (see ``quote_value``)."""
+    if any(char in value for char in ("\n", "\r", "\0")):
+        return "contains a line break or NUL"
+    if _DOTENV_EXPANSION.search(value):
+        return "contains `${...}`, which python-dotenv expands"
+    if "'" not in value:
+        if "\\\\" in value:
+            return "contains two backslashes in a row"
+        if value.endswith("\\"):
+            return "ends with a backslash"
+        return None
+    clashing = [char for char in ('"', "\\", "$", "`") if char in value]
+    if clashing:
+        shown = " or ".join(f"`{char}`" for char in clashing)
+        return f"contains a single quote together with {shown}"
+    return None
 
 
 def unquote_value(raw: str) -> str:
