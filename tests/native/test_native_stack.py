@@ -26,6 +26,7 @@ from tether.native import stack
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[2]
+SERVICES = ["postgres-dev", "postgres-test", "redis"]
 
 
 def _write_stack_file(root: Path, ports: dict[str, int], extra: str = "") -> None:
@@ -65,7 +66,8 @@ def test_up_creates_then_is_a_no_op(native_project):
     first = stack.up()
     assert first == {"postgres-dev": "created", "postgres-test": "created", "redis": "started"}
     assert stack.up() == {"postgres-dev": "running", "postgres-test": "running", "redis": "running"}
-    assert all(result.healthy for result in check_all(dev_endpoints()))
+    results = check_all(dev_endpoints())
+    assert [result.service for result in results] == SERVICES and all(result.healthy for result in results)
 
 
 def test_outputs_match_the_stack_shape_and_are_private(native_project):
@@ -81,10 +83,18 @@ def test_outputs_match_the_stack_shape_and_are_private(native_project):
 
 
 def test_servers_do_not_run_as_root(native_project):
-    for state in stack.status():
-        assert state.running
+    """As root the servers run as the unprivileged service user; otherwise as the user who ran `up`."""
+    from tether.native.sysuser import service_user
+
+    user = service_user()
+    expected_uid = user.uid if user is not None else os.geteuid()
+    assert expected_uid != 0
+    states = stack.status()
+    assert [state.service for state in states] == SERVICES
+    for state in states:
+        assert state.running and state.pid is not None, state
         owner_uid = int(Path(f"/proc/{state.pid}/status").read_text().split("Uid:")[1].split()[0])
-        assert owner_uid != 0 or os.geteuid() != 0
+        assert owner_uid == expected_uid, state
 
 
 def test_data_survives_down_and_up(native_project):
@@ -134,7 +144,9 @@ def test_status_task_json(native_project, capsys):
     devstack.status(Context(), json=True)
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "native"
-    assert all(service["running"] and service["data_bytes"] > 0 for service in report["services"])
+    assert [service["service"] for service in report["services"]] == SERVICES
+    for service in report["services"]:
+        assert service["running"] and service["healthy"] and service["data_bytes"] > 0, service
 
 
 def test_health_task_exits_non_zero_when_a_service_is_down(native_project, capsys):
@@ -151,7 +163,8 @@ def test_purge_is_refused_in_ci_without_yes(native_project, monkeypatch):
     with pytest.raises(Exit) as raised:
         devstack.down(Context(), backend="native", purge=True)
     assert "--yes" in str(raised.value.message)
-    assert all(state.running for state in stack.status())
+    states = stack.status()
+    assert [state.service for state in states] == SERVICES and all(state.running for state in states)
 
 
 def test_up_task_migrates_writes_env_files_and_masks_urls(native_project, capsys):
