@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from tests.conftest import free_port
 from tether.endpoints import parse_outputs
 from tether.errors import ConfigError
-from tether.redis_client import RedisAddress, RedisConnection, RedisError, ping
+from tether.redis_client import RedisAddress, RedisError, connect, ping
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,25 +276,25 @@ def _reset(conn: socket.socket) -> None:
 def test_redis_that_never_answers_is_a_redis_error_and_the_socket_is_closed(silent_redis: socket.socket) -> None:
     port = silent_redis.getsockname()[1]
     address = RedisAddress("127.0.0.1", port, PASSWORD)
-    with pytest.raises(RedisError) as raised:
-        RedisConnection(address, timeout=0.3)
+    with pytest.raises(RedisError) as raised, connect(address, timeout=0.3):
+        pass
     message = str(raised.value)
-    assert "did not answer AUTH within 0.3 s" in message and PASSWORD not in message
+    assert "did not answer within 0.3 s" in message and PASSWORD not in message
     conn, _ = silent_redis.accept()
     with conn:
         conn.settimeout(5)
         received = b""
         while chunk := conn.recv(4096):  # ends at EOF: the client closed its socket after AUTH failed
             received += chunk
-    assert received.startswith(b"*2\r\n$4\r\nAUTH")
+    assert b"AUTH" in received
 
 
 @pytest.mark.parametrize("reply, says", [
-    (_reset, "Lost the connection"),
-    (lambda conn: conn.sendall(b":abc\r\n"), "unexpected reply to PING"),
-    (lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "unexpected reply to PING"),
-    (lambda conn: conn.sendall(b"$10\r\nabc"), "closed the connection during PING"),
-    (lambda conn: None, "closed the connection during PING"),
+    (_reset, "Cannot reach Redis"),
+    (lambda conn: conn.sendall(b":abc\r\n"), "is something other than Redis listening"),
+    (lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "is something other than Redis listening"),
+    (lambda conn: conn.sendall(b"$10\r\nabc"), "Cannot reach Redis"),
+    (lambda conn: None, "Cannot reach Redis"),
 ], ids=["reset", "bad-integer", "not-redis", "short-bulk", "hang-up"])
 def test_redis_that_misbehaves_after_connect_is_a_redis_error(reply: Callable[[socket.socket], None],
                                                               says: str) -> None:

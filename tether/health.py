@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from tether.conninfo import DatabaseAddress
-from tether.redis_client import RedisAddress, RedisError, info, ping
+from tether.redis_client import RedisAddress, RedisError, connect
 from tether.secrets import mask_text
 
 
@@ -44,8 +44,10 @@ def check_postgres(service: str, address: DatabaseAddress, timeout: float = 3.0)
 def check_redis(service: str, address: RedisAddress, timeout: float = 3.0) -> HealthResult:
     started = time.perf_counter()
     try:
-        answer = ping(address, timeout=timeout)
-        version = info(address, timeout=timeout).get("redis_version")
+        with connect(address, timeout) as client:
+            answer = "PONG" if client.ping() else "no PONG"
+            found = client.info("server").get("redis_version")
+        version = None if found is None else str(found)
         healthy, detail = answer == "PONG", f"PING → {answer}"
     except RedisError as error:
         healthy, version, detail = False, None, mask_text(str(error), [address.password])
