@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tether.conninfo import DatabaseAddress, is_local_host, parse_database_url
+from tether.conninfo import DatabaseAddress, parse_database_url
 from tether.errors import ConfigError
+from tether.locality import is_local_host
 from tether.secrets import mask_text
 
 
@@ -135,3 +136,26 @@ def test_conninfo_and_libpq_env_carry_the_password_and_options():
     assert address.libpq_env() == {"PGHOST": "db", "PGPORT": "6000", "PGDATABASE": "my db", "PGUSER": "app",
                                    "PGPASSWORD": "p@ss w", "PGSSLMODE": "require"}
     assert "p@ss" not in repr(address)
+
+
+def imported_tether_modules(module: str) -> set[str]:
+    """Every tether module that ``module`` imports, at the top or inside a function (a lazy import is still one)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / (module.replace(".", "/") + ".py")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("tether.")}
+
+
+@pytest.mark.parametrize(("lower", "higher"), [("tether.locality", "tether.conninfo"),
+                                               ("tether.envfiles", "tether.target"),
+                                               ("tether.envfiles", "tether.envsync")])
+def test_a_lower_module_never_imports_the_higher_one(lower: str, higher: str) -> None:
+    assert higher not in imported_tether_modules(lower)
