@@ -14,7 +14,8 @@ from invoke import Config, Context, MockContext
 from invoke.exceptions import Exit
 
 from tether.conninfo import parse_database_url
-from tether.envfiles import MANAGED_BEGIN, MANAGED_END, sync_env_files
+from tether.envfiles import MANAGED_BEGIN, MANAGED_END
+from tether.envsync import sync_env_files
 from tether.native.binaries import client_program
 from tether.tasks.env import env
 

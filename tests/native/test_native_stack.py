@@ -23,6 +23,7 @@ from tether.devenv import check_all
 from tether.endpoints import dev_endpoints
 from tether.errors import TetherError
 from tether.native import stack
+from tether.processes import processes_in
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -239,3 +240,29 @@ def test_invoke_list_is_fast_and_complete():
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     # Every command imports tasks.py: domain modules are imported by the task that needs them.
     assert loaded.stdout.strip() == "[]", "tasks.py must not import these at import time"
+
+
+def test_a_failed_up_leaves_nothing_half_started(isolated_project, monkeypatch):
+    """Redis failing to start (here: a redis-server that exits 1) stops the PostgreSQL servers this `up` started."""
+    data = Path(tempfile.mkdtemp(prefix="tether-native-failed-"))
+    data.chmod(0o755)
+    monkeypatch.setenv("TETHER_NATIVE_DATA", str(data / "native"))
+    _write_stack_file(isolated_project, {"dev": free_port(), "test": free_port(), "redis": free_port()})
+    broken = data / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL CONFIG FILE ERROR' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    working = stack.redis_programs
+    monkeypatch.setattr(stack, "redis_programs", lambda: (broken, broken))
+    try:
+        with pytest.raises(TetherError, match="Redis on port"):
+            stack.up()
+        states = stack.status()
+        assert [state.service for state in states] == SERVICES
+        assert not any(state.running for state in states), states
+        for service in ("postgres-dev", "postgres-test"):
+            assert processes_in(data / "native" / service, "postgres") == []
+        monkeypatch.setattr(stack, "redis_programs", working)
+        assert stack.up() == {"postgres-dev": "started", "postgres-test": "started", "redis": "started"}
+    finally:
+        stack.down()
+        shutil.rmtree(data, ignore_errors=True)

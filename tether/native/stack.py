@@ -277,14 +277,38 @@ def up(progress: Progress = lambda _message: None) -> dict[str, str]:
     if native_redis.running_pid(redis) is None:
         _refuse_taken_port(settings.redis.name, redis.port, redis.bind_address)
     actions: dict[str, str] = {}
-    with _removing_new_empty_dirs(layout, settings, user):
+    with _removing_new_empty_dirs(layout, settings, user), _stopping_on_failure(postgres, redis, progress):
         _prepare_data_root(layout, user)
         for service, server in postgres:
             actions[service.name] = _ensure_postgres(server, service, secrets[service.name],
                                                      settings.postgres_version, progress)
         actions[settings.redis.name] = _ensure_redis(redis, progress)
-    write_native_outputs(native_outputs(settings, secrets))
+        write_native_outputs(native_outputs(settings, secrets))
     return actions
+
+
+@contextmanager
+def _stopping_on_failure(postgres: list[tuple[PostgresService, native_pg.PostgresServer]],
+                         redis: native_redis.RedisServer, progress: Progress) -> Iterator[None]:
+    """On failure, stop the servers this run started, so a failed ``up`` leaves nothing half started.
+
+    Servers that were already running before this ``up`` keep running: they were not ours to stop.
+    """
+    postgres_before = {service.name for service, server in postgres if native_pg.running_pid(server) is not None}
+    redis_before = native_redis.running_pid(redis) is not None
+    try:
+        yield
+    except BaseException:
+        for service, server in postgres:
+            if service.name not in postgres_before and native_pg.running_pid(server) is not None:
+                progress(f"stopping {service.name} again: `up` failed")
+                with suppress(Exception):
+                    native_pg.stop(server)
+        if not redis_before and native_redis.running_pid(redis) is not None:
+            progress("stopping redis again: `up` failed")
+            with suppress(Exception):
+                native_redis.stop(redis)
+        raise
 
 
 def _data_dirs(layout: NativeLayout, settings: DevSettings, user: ServiceUser | None) -> list[Path]:
