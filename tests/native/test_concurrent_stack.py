@@ -103,7 +103,7 @@ def test_concurrent_up_down_and_env_leave_one_stack_on_its_own_ports(project: Pr
         batch = [generator.choice(commands) for _ in range(3)]
         running = [(command, project.start(*command)) for command in batch]
         for command, process in running:
-            out, err = process.communicate(timeout=300)
+            _out, err = process.communicate(timeout=300)
             assert "Traceback" not in err, err
             assert process.returncode == 0, (command, process.returncode, err[-2000:])
             waited += "waiting for another" in err

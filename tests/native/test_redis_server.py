@@ -1,4 +1,4 @@
-"""A real Redis with any password, read by real clients: redis-py, redis-cli -u "$REDIS_URL", and TLS as on Memorystore."""
+"""A real Redis with any password, read by real clients (redis-py, redis-cli -u), and TLS as on Memorystore."""
 
 from __future__ import annotations
 
