@@ -311,3 +311,38 @@ def test_health_against_a_silent_redis_reports_it_unhealthy(project: Path, silen
     assert result.returncode == 1
     assert "FAIL redis" in result.stdout and "did not answer" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr
+
+
+# --- Typed flags: a bad value is one line and exit 1, for every task -------------------------------------------
+
+def _typed_flags() -> list[tuple[str, str]]:
+    """Every (task, flag) whose value invoke casts (from the type of its default): int, float..."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tether_root_tasks", REPO / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    found = []
+    for name in sorted(tasks.ns.task_names):
+        for argument in tasks.ns[name].get_arguments():
+            if argument.kind not in (str, bool, list):
+                found.append((name, f"--{argument.name.replace('_', '-')}"))
+    return found
+
+
+TYPED_FLAGS = _typed_flags()
+
+
+def test_the_typed_flags_are_found() -> None:
+    assert ("sync-prod", "--jobs") in TYPED_FLAGS  # the enumeration below really covers something
+
+
+@pytest.mark.parametrize(("task", "flag"), TYPED_FLAGS, ids=[f"{task} {flag}" for task, flag in TYPED_FLAGS])
+@pytest.mark.parametrize("value", ["abc", "1.5", ""], ids=["word", "fraction", "empty"])
+def test_a_bad_value_for_a_typed_flag_is_one_line_never_a_traceback(project: Path, task: str, flag: str,
+                                                                    value: str) -> None:
+    result = run_invoke(project, [task, f"{flag}={value}"] if value else [task, flag, value])
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
