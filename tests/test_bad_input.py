@@ -346,3 +346,23 @@ def test_a_bad_value_for_a_typed_flag_is_one_line_never_a_traceback(project: Pat
     assert "Traceback" not in result.stderr + result.stdout, result.stderr
     assert result.returncode == 1, (result.returncode, result.stderr)
     assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# --- A refused connection keeps libpq's reason ----------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["health"], ["target.local"]], ids=["health", "target.local"])
+def test_a_refused_connection_says_connection_refused(project: Path, argv: list[str]) -> None:
+    _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs())}))
+    result = run_invoke(project, argv)
+    assert "Traceback" not in result.stderr + result.stdout and result.returncode != 0
+    assert "Connection refused" in result.stdout + result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="tether/sync/safety.py keeps only libpq's last line ('Is the server running "
+                                       "on that host…?') and drops 'Connection refused'; it should use "
+                                       "tether.conninfo.libpq_reason. tether/sync/** is being rewritten by the lead.")
+def test_db_reset_against_a_stopped_server_says_connection_refused(project: Path) -> None:
+    _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs())}))
+    result = run_invoke(project, ["db.reset", "--yes"])
+    assert "Traceback" not in result.stderr + result.stdout and result.returncode != 0
+    assert "Connection refused" in result.stderr

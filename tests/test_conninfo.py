@@ -159,3 +159,31 @@ def imported_tether_modules(module: str) -> set[str]:
                                                ("tether.envfiles", "tether.envsync")])
 def test_a_lower_module_never_imports_the_higher_one(lower: str, higher: str) -> None:
     assert higher not in imported_tether_modules(lower)
+
+
+def test_a_refused_connection_keeps_libpqs_whole_reason() -> None:
+    import psycopg
+
+    from tests.conftest import free_port
+    from tether.conninfo import libpq_reason
+    from tether.health import check_postgres
+
+    address = DatabaseAddress("127.0.0.1", free_port(), "app", "app", "Secret-pw-42")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(address.conninfo(connect_timeout="2"))
+    reason = libpq_reason(refused.value, address.password)
+    assert "Connection refused" in reason and "Is the server running" in reason and "\n" not in reason
+    detail = check_postgres("postgres-dev", address, timeout=2).detail
+    assert "Connection refused" in detail and "Is the server running" in detail
+
+
+def test_a_failed_login_keeps_the_reason_and_masks_the_password(pg_server) -> None:
+    import psycopg
+
+    from tether.conninfo import libpq_reason
+
+    wrong = pg_server.admin.with_credentials("postgres", "Wrong-pw-1234")
+    with pytest.raises(psycopg.OperationalError) as failed:
+        psycopg.connect(wrong.conninfo(connect_timeout="5"))
+    reason = libpq_reason(RuntimeError(f"{failed.value} (password=Wrong-pw-1234)"), wrong.password)
+    assert "password authentication failed" in reason and "Wrong-pw-1234" not in reason

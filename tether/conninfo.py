@@ -82,6 +82,18 @@ class DatabaseAddress:
         return is_local_server(self.host, self.port)
 
 
+def libpq_reason(error: BaseException, password: str | None = None) -> str:
+    """libpq's whole reason for a failed connection, as one line, with the password masked.
+
+    libpq writes one line per address tried plus hints ("Connection refused" / "Is the server running on that
+    host…?"); keeping only the first or last line drops either the cause or the other addresses.
+    """
+    from tether.secrets import mask_text
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    return mask_text(text, [password])
+
+
 URL_FORM_HINT = (
     "Write it in the form postgresql://USER@HOST:PORT/DATABASE with the password after USER and a colon, "
     "percent-encoded (@ as %40, / as %2F, : as %3A, # as %23, ? as %3F, % as %25, space as %20)."

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tether.conninfo import DatabaseAddress
+from tether.conninfo import DatabaseAddress, libpq_reason
 from tether.redis_client import RedisAddress, RedisError, connect
 from tether.secrets import mask_text
 
@@ -35,8 +35,7 @@ def check_postgres(service: str, address: DatabaseAddress, timeout: float = 3.0)
         healthy, version, detail = bool(row and row[0] == 1), str(row[1]) if row else None, "SELECT 1 ok"
     except psycopg.Error as error:
         healthy, version = False, None
-        detail = mask_text(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
-                           [address.password])
+        detail = libpq_reason(error, address.password)
     return HealthResult(service, "postgres", address.masked_url(), healthy, version,
                         round((time.perf_counter() - started) * 1000, 1), detail)
 
