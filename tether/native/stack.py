@@ -22,6 +22,7 @@ from tether.errors import ConfigError, TetherError
 from tether.native import postgres as native_pg
 from tether.native import redis as native_redis
 from tether.native.binaries import redis_programs, server_bindir
+from tether.native.files import atomic_write
 from tether.native.ports import port_is_free, port_owner
 from tether.native.sysuser import ServiceUser, make_private_dir, service_user
 from tether.paths import project_root, runtime_dir, stacks_dir
@@ -114,9 +115,7 @@ def _clone_data_name(state_dir: Path) -> str:
     else:
         name = os.urandom(6).hex()
     state_dir.mkdir(parents=True, exist_ok=True)
-    partial = remembered.with_suffix(".tmp")
-    partial.write_text(name + "\n")
-    os.replace(partial, remembered)  # never a half-written name: it says where the servers' data lives
+    atomic_write(remembered, name + "\n", mode=0o644)  # never a half-written name: it says where the data lives
     return name
 
 
@@ -140,10 +139,8 @@ def load_or_create_secrets(layout: NativeLayout, settings: DevSettings) -> dict[
         return secrets
     for name in names:
         secrets.setdefault(name, generate_password())
-    layout.state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(secrets, handle, indent=2)
+    # Atomically: a half-written file would be "unreadable" above, and refused forever after.
+    atomic_write(layout.secrets_file, json.dumps(secrets, indent=2), mode=0o600)
     return secrets
 
 
