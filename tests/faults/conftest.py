@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import suppress
@@ -20,11 +17,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import free_port
+from tests.native.cli_project import CliProject, cli_project_files
 from tether.conninfo import DatabaseAddress
 from tether.processes import processes_in
 
-REPO = Path(__file__).resolve().parents[2]
 # Kill points per command and kind of kill; TETHER_FAULT_POINTS raises it for a thorough run.
 POINTS = int(os.environ.get("TETHER_FAULT_POINTS", "3"))
 
@@ -48,26 +44,8 @@ class Outcome:
 
 
 @dataclass
-class FaultProject:
-    root: Path
-    data: Path
-    ports: dict[str, int]
-    env: dict[str, str]
+class FaultProject(CliProject):
     outcomes: list[Outcome] = field(default_factory=list)
-
-    def invoke(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-
-    def must(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        result = self.invoke(*argv)
-        assert result.returncode == 0, (argv, result.stdout[-1500:], result.stderr[-3000:])
-        return result
-
-    def start(self, *argv: str) -> subprocess.Popen[str]:
-        # A session of its own, so that kill -9 reaches the task and every program it runs (pg_restore, psql...).
-        return subprocess.Popen([sys.executable, "-m", "invoke", *argv], cwd=REPO, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def outputs(self) -> dict[str, Any]:
         return dict(json.loads((self.root / ".runtime" / "native" / "outputs.json").read_text()))
@@ -118,25 +96,10 @@ def kill_points(duration: float) -> list[float]:
 
 @pytest.fixture(scope="package")
 def fault_project() -> Iterator[FaultProject]:
-    root = Path(tempfile.mkdtemp(prefix="tether-faults-"))
-    data = Path(tempfile.mkdtemp(prefix="tether-faults-data-"))
-    data.chmod(0o755)
-    ports = {"dev": free_port(), "test": free_port(), "redis": free_port()}
-    (root / "stacks" / "dev").mkdir(parents=True)
-    (root / "stacks" / "dev" / "Pulumi.dev.yaml").write_text(
-        "config:\n"
-        f"  tether-dev:devPort: {ports['dev']}\n  tether-dev:testPort: {ports['test']}\n"
-        f"  tether-dev:redisPort: {ports['redis']}\n")
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("INVOKE_", "TETHER_")) and key != "CI"}
-    env.update(TETHER_PROJECT_ROOT=str(root), TETHER_NATIVE_DATA=str(data / "native"), TETHER_SQL_DIR=str(REPO / "sql"),
-               TETHER_LOCK_TIMEOUT="120")
-    project = FaultProject(root, data, ports, env)
+    project = FaultProject(*cli_project_files("tether-faults", TETHER_LOCK_TIMEOUT="120"))
     project.must("up", "--backend", "native", "--json")
     yield project
     report = os.environ.get("TETHER_FAULT_REPORT")
     if report:
         Path(report).write_text(json.dumps([outcome.__dict__ for outcome in project.outcomes], indent=1))
-    project.invoke("down", "--backend", "native")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(data, ignore_errors=True)
+    project.remove()

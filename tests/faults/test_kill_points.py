@@ -21,7 +21,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from .conftest import REPO, FaultProject, Outcome, database_fingerprint, kill_group, kill_points, measure
+from tests.native.cli_project import REPO
+
+from .conftest import FaultProject, Outcome, database_fingerprint, kill_group, kill_points, measure
 
 pytestmark = pytest.mark.slow
 

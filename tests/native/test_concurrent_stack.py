@@ -5,60 +5,26 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.native.cli_project import REPO, CliProject, cli_project_files
 from tether.processes import processes_in
 from tether.stack_lock import StackBusy, read_holder, stack_lock
 
-REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("postgres-dev", "postgres-test", "redis")
 
 
-@dataclass
-class Project:
-    root: Path
-    data: Path
-    ports: dict[str, int]
-    env: dict[str, str]
-
-    def invoke(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-
-    def start(self, *argv: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "invoke", *argv], cwd=REPO, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture
-def project() -> Iterator[Project]:
-    root = Path(tempfile.mkdtemp(prefix="tether-concurrent-"))
-    data = Path(tempfile.mkdtemp(prefix="tether-concurrent-data-"))
-    data.chmod(0o755)
-    ports = {"dev": free_port(), "test": free_port(), "redis": free_port()}
-    (root / "stacks" / "dev").mkdir(parents=True)
-    (root / "stacks" / "dev" / "Pulumi.dev.yaml").write_text(
-        "config:\n"
-        f"  tether-dev:devPort: {ports['dev']}\n  tether-dev:testPort: {ports['test']}\n"
-        f"  tether-dev:redisPort: {ports['redis']}\n")
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("INVOKE_", "TETHER_")) and key != "CI"}
-    env.update(TETHER_PROJECT_ROOT=str(root), TETHER_NATIVE_DATA=str(data / "native"), TETHER_SQL_DIR=str(REPO / "sql"))
-    project = Project(root, data, ports, env)
+def project() -> Iterator[CliProject]:
+    project = CliProject(*cli_project_files("tether-concurrent"))
     yield project
-    project.invoke("down", "--backend", "native")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(data, ignore_errors=True)
+    project.remove()
 
 
 def listening_ports_by_pid() -> dict[int, set[int]]:
@@ -73,7 +39,7 @@ def listening_ports_by_pid() -> dict[int, set[int]]:
     return owners
 
 
-def server_ports(project: Project) -> dict[str, set[int]]:
+def server_ports(project: CliProject) -> dict[str, set[int]]:
     """For each service, the ports its processes (found by their working directory) listen on."""
     data_root = Path(project.env["TETHER_NATIVE_DATA"])
     listening = listening_ports_by_pid()
@@ -84,7 +50,7 @@ def server_ports(project: Project) -> dict[str, set[int]]:
     return found
 
 
-def assert_one_healthy_stack(project: Project) -> None:
+def assert_one_healthy_stack(project: CliProject) -> None:
     ports = server_ports(project)
     assert ports == {"postgres-dev": {project.ports["dev"]}, "postgres-test": {project.ports["test"]},
                      "redis": {project.ports["redis"]}}, ports
@@ -93,7 +59,7 @@ def assert_one_healthy_stack(project: Project) -> None:
     assert health.returncode == 0 and report["healthy"], health.stdout + health.stderr
 
 
-def test_concurrent_up_down_and_env_leave_one_stack_on_its_own_ports(project: Project) -> None:
+def test_concurrent_up_down_and_env_leave_one_stack_on_its_own_ports(project: CliProject) -> None:
     first = project.invoke("up", "--backend", "native", "--json")
     assert first.returncode == 0, first.stderr
     generator = random.Random(16)
