@@ -249,7 +249,7 @@ def sync_source(fault_project: FaultProject) -> tuple[str, Path]:
     with psycopg.connect(source.conninfo(), autocommit=True) as conn:
         conn.execute("CREATE SCHEMA shop")
         conn.execute("CREATE TABLE shop.items (id integer PRIMARY KEY, sku text NOT NULL, note text, qty integer)")
-        conn.execute("INSERT INTO shop.items SELECT g, 'sku-' || g, 'internal note ' || g, g % 97"
+        conn.execute("INSERT INTO shop.items SELECT g, 'sku-' || g, 'internal note ' || g, g %% 97"
                      " FROM generate_series(1, %s) g", (SENTINEL_ROWS,))
         conn.execute("CREATE INDEX items_sku_idx ON shop.items (sku)")
     rules = project.root / "faults-rules.yaml"
