@@ -316,19 +316,17 @@ def test_health_against_a_silent_redis_reports_it_unhealthy(project: Path, silen
 # --- Typed flags: a bad value is one line and exit 1, for every task -------------------------------------------
 
 def _typed_flags() -> list[tuple[str, str]]:
-    """Every (task, flag) whose value invoke casts (from the type of its default): int, float..."""
-    import importlib.util
+    """Every (task, flag) whose value invoke casts (from the type of its default): int, float...
 
-    spec = importlib.util.spec_from_file_location("tether_root_tasks", REPO / "tasks.py")
-    assert spec is not None and spec.loader is not None
-    tasks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tasks)
-    found = []
-    for name in sorted(tasks.ns.task_names):
-        for argument in tasks.ns[name].get_arguments():
-            if argument.kind not in (str, bool, list):
-                found.append((name, f"--{argument.name.replace('_', '-')}"))
-    return found
+    Read in a child process: invoke's ``get_arguments`` consumes each task's help as it builds the arguments,
+    which would leave this process's tasks without their help texts.
+    """
+    probe = ("import json, tasks\n"
+             "print(json.dumps([[name, '--' + argument.name.replace('_', '-')]"
+             " for name in sorted(tasks.ns.task_names) for argument in tasks.ns[name].get_arguments()"
+             " if argument.kind not in (str, bool, list)]))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return [(task, flag) for task, flag in json.loads(result.stdout)]
 
 
 TYPED_FLAGS = _typed_flags()
