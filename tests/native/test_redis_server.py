@@ -52,8 +52,8 @@ def _server(datadir: Path, password: str, port: int | None = None) -> native_red
 @pytest.mark.parametrize("password", [value for _, value in PASSWORDS], ids=[case for case, _ in PASSWORDS])
 def test_any_password_reaches_redis_intact_and_every_client_logs_in(redis_dir: Path, password: str) -> None:
     server = _server(redis_dir, password)
-    native_redis.start(server)
-    try:
+    try:  # start inside: a server that started but failed its check must still be stopped
+        native_redis.start(server)
         with connect(server.address) as client:
             assert client.config_get("requirepass") == {"requirepass": password}
         # The URL .env holds, as an app hands it to redis-py and as a person hands it to redis-cli.
@@ -75,8 +75,8 @@ def test_the_port_on_the_command_line_wins_over_the_file(redis_dir: Path, monkey
     rendered = native_redis.render_config(server)
     monkeypatch.setattr(native_redis, "render_config", lambda _server: rendered.replace(f"port {server.port}",
                                                                                          f"port {wrong}"))
-    native_redis.start(server)
     try:
+        native_redis.start(server)
         assert ping(server.address) == "PONG"
         with pytest.raises(RedisError):
             ping(RedisAddress("127.0.0.1", wrong, server.password), timeout=0.5)
