@@ -21,7 +21,7 @@ from invoke.exceptions import Exit
 from tests.conftest import free_port
 from tether.endpoints import parse_outputs
 from tether.errors import ConfigError
-from tether.redis_client import RedisAddress, RedisConnection, RedisError, ping
+from tether.redis_client import RedisAddress, RedisError, connect, ping
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -276,25 +276,25 @@ def _reset(conn: socket.socket) -> None:
 def test_redis_that_never_answers_is_a_redis_error_and_the_socket_is_closed(silent_redis: socket.socket) -> None:
     port = silent_redis.getsockname()[1]
     address = RedisAddress("127.0.0.1", port, PASSWORD)
-    with pytest.raises(RedisError) as raised:
-        RedisConnection(address, timeout=0.3)
+    with pytest.raises(RedisError) as raised, connect(address, timeout=0.3):
+        pass
     message = str(raised.value)
-    assert "did not answer AUTH within 0.3 s" in message and PASSWORD not in message
+    assert "did not answer within 0.3 s" in message and PASSWORD not in message
     conn, _ = silent_redis.accept()
     with conn:
         conn.settimeout(5)
         received = b""
         while chunk := conn.recv(4096):  # ends at EOF: the client closed its socket after AUTH failed
             received += chunk
-    assert received.startswith(b"*2\r\n$4\r\nAUTH")
+    assert b"AUTH" in received
 
 
 @pytest.mark.parametrize("reply, says", [
-    (_reset, "Lost the connection"),
-    (lambda conn: conn.sendall(b":abc\r\n"), "unexpected reply to PING"),
-    (lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "unexpected reply to PING"),
-    (lambda conn: conn.sendall(b"$10\r\nabc"), "closed the connection during PING"),
-    (lambda conn: None, "closed the connection during PING"),
+    (_reset, "Cannot reach Redis"),
+    (lambda conn: conn.sendall(b":abc\r\n"), "is something other than Redis listening"),
+    (lambda conn: conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "is something other than Redis listening"),
+    (lambda conn: conn.sendall(b"$10\r\nabc"), "Cannot reach Redis"),
+    (lambda conn: None, "Cannot reach Redis"),
 ], ids=["reset", "bad-integer", "not-redis", "short-bulk", "hang-up"])
 def test_redis_that_misbehaves_after_connect_is_a_redis_error(reply: Callable[[socket.socket], None],
                                                               says: str) -> None:
@@ -311,3 +311,56 @@ def test_health_against_a_silent_redis_reports_it_unhealthy(project: Path, silen
     assert result.returncode == 1
     assert "FAIL redis" in result.stdout and "did not answer" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr
+
+
+# --- Typed flags: a bad value is one line and exit 1, for every task -------------------------------------------
+
+def _typed_flags() -> list[tuple[str, str]]:
+    """Every (task, flag) whose value invoke casts (from the type of its default): int, float...
+
+    Read in a child process: invoke's ``get_arguments`` consumes each task's help as it builds the arguments,
+    which would leave this process's tasks without their help texts.
+    """
+    probe = ("import json, tasks\n"
+             "print(json.dumps([[name, '--' + argument.name.replace('_', '-')]"
+             " for name in sorted(tasks.ns.task_names) for argument in tasks.ns[name].get_arguments()"
+             " if argument.kind not in (str, bool, list)]))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    return [(task, flag) for task, flag in json.loads(result.stdout)]
+
+
+TYPED_FLAGS = _typed_flags()
+
+
+def test_the_typed_flags_are_found() -> None:
+    assert ("sync-prod", "--jobs") in TYPED_FLAGS  # the enumeration below really covers something
+
+
+@pytest.mark.parametrize(("task", "flag"), TYPED_FLAGS, ids=[f"{task} {flag}" for task, flag in TYPED_FLAGS])
+@pytest.mark.parametrize("value", ["abc", "1.5", ""], ids=["word", "fraction", "empty"])
+def test_a_bad_value_for_a_typed_flag_is_one_line_never_a_traceback(project: Path, task: str, flag: str,
+                                                                    value: str) -> None:
+    result = run_invoke(project, [task, f"{flag}={value}"] if value else [task, flag, value])
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert flag in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# --- A refused connection keeps libpq's reason ----------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [["health"], ["target.local"]], ids=["health", "target.local"])
+def test_a_refused_connection_says_connection_refused(project: Path, argv: list[str]) -> None:
+    _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs())}))
+    result = run_invoke(project, argv)
+    assert "Traceback" not in result.stderr + result.stdout and result.returncode != 0
+    assert "Connection refused" in result.stdout + result.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="tether/sync/safety.py keeps only libpq's last line ('Is the server running "
+                                       "on that host…?') and drops 'Connection refused'; it should use "
+                                       "tether.conninfo.libpq_reason. tether/sync/** is being rewritten by the lead.")
+def test_db_reset_against_a_stopped_server_says_connection_refused(project: Path) -> None:
+    _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs())}))
+    result = run_invoke(project, ["db.reset", "--yes"])
+    assert "Traceback" not in result.stderr + result.stdout and result.returncode != 0
+    assert "Connection refused" in result.stderr

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tether.conninfo import DatabaseAddress, is_local_host, parse_database_url
+from tether.conninfo import DatabaseAddress, parse_database_url
 from tether.errors import ConfigError
+from tether.locality import is_local_host
 from tether.secrets import mask_text
 
 
@@ -135,3 +136,54 @@ def test_conninfo_and_libpq_env_carry_the_password_and_options():
     assert address.libpq_env() == {"PGHOST": "db", "PGPORT": "6000", "PGDATABASE": "my db", "PGUSER": "app",
                                    "PGPASSWORD": "p@ss w", "PGSSLMODE": "require"}
     assert "p@ss" not in repr(address)
+
+
+def imported_tether_modules(module: str) -> set[str]:
+    """Every tether module that ``module`` imports, at the top or inside a function (a lazy import is still one)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / (module.replace(".", "/") + ".py")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("tether.")}
+
+
+@pytest.mark.parametrize(("lower", "higher"), [("tether.locality", "tether.conninfo"),
+                                               ("tether.envfiles", "tether.target"),
+                                               ("tether.envfiles", "tether.envsync")])
+def test_a_lower_module_never_imports_the_higher_one(lower: str, higher: str) -> None:
+    assert higher not in imported_tether_modules(lower)
+
+
+def test_a_refused_connection_keeps_libpqs_whole_reason() -> None:
+    import psycopg
+
+    from tests.conftest import free_port
+    from tether.conninfo import libpq_reason
+    from tether.health import check_postgres
+
+    address = DatabaseAddress("127.0.0.1", free_port(), "app", "app", "Secret-pw-42")
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(address.conninfo(connect_timeout="2"))
+    reason = libpq_reason(refused.value, address.password)
+    assert "Connection refused" in reason and "Is the server running" in reason and "\n" not in reason
+    detail = check_postgres("postgres-dev", address, timeout=2).detail
+    assert "Connection refused" in detail and "Is the server running" in detail
+
+
+def test_a_failed_login_keeps_the_reason_and_masks_the_password(pg_server) -> None:
+    import psycopg
+
+    from tether.conninfo import libpq_reason
+
+    wrong = pg_server.admin.with_credentials("postgres", "Wrong-pw-1234")
+    with pytest.raises(psycopg.OperationalError) as failed:
+        psycopg.connect(wrong.conninfo(connect_timeout="5"))
+    reason = libpq_reason(RuntimeError(f"{failed.value} (password=Wrong-pw-1234)"), wrong.password)
+    assert "password authentication failed" in reason and "Wrong-pw-1234" not in reason

@@ -83,7 +83,7 @@ def test_mask_url(url, expected):
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
-        (RedisAddress("::1", 6379, "p@ss/w:rd", 2), f"redis://:{MASK}@[::1]:6379/2"),
+        (RedisAddress("::1", 6379, "p@ss/w:rd", 2), f"redis://default:{MASK}@[::1]:6379/2"),
         (RedisAddress("127.0.0.1", 6380), "redis://127.0.0.1:6380/0"),
         (DatabaseAddress("fd00::5", 5432, "app", "u:x", "p@ss"), f"postgresql://u%3Ax:{MASK}@[fd00::5]:5432/app"),
     ],

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from tether.errors import ConfigError
+from tether.locality import is_local_server
 from tether.secrets import mask_url
 
-LOCAL_HOST_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
@@ -80,21 +79,19 @@ class DatabaseAddress:
     @property
     def is_local(self) -> bool:
         """A server on this machine, and not production behind a local Cloud SQL proxy port."""
-        from tether.locality import is_local_database
-
-        return is_local_database(self)
+        return is_local_server(self.host, self.port)
 
 
-def is_local_host(host: str) -> bool:
-    """True for unix sockets, loopback addresses and localhost names: the only places we write freely."""
-    if not host or host.startswith("/"):
-        return True
-    if host.lower() in LOCAL_HOST_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def libpq_reason(error: BaseException, password: str | None = None) -> str:
+    """libpq's whole reason for a failed connection, as one line, with the password masked.
+
+    libpq writes one line per address tried plus hints ("Connection refused" / "Is the server running on that
+    host…?"); keeping only the first or last line drops either the cause or the other addresses.
+    """
+    from tether.secrets import mask_text
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    return mask_text(text, [password])
 
 
 URL_FORM_HINT = (

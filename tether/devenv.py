@@ -64,7 +64,18 @@ def wait_healthy(endpoints: DevEndpoints, timeout: float = 60.0) -> list[HealthR
 
 def bring_up(backend: str = "auto", *, progress: Progress = lambda _m: None, init_schema: bool = True,
              write_env: bool = True, env_drivers: Sequence[str] | None = None) -> UpReport:
-    """Start the dev stack with ``backend``, wait until healthy, apply the schema, write the env files."""
+    """Start the dev stack with ``backend``, wait until healthy, apply the schema, write the env files.
+
+    The whole of it holds the dev stack lock: a second ``up`` (or a ``down``, ``env``, ``target.*``) waits.
+    """
+    from tether.stack_lock import stack_lock
+
+    with stack_lock("invoke up"):
+        return _bring_up(backend, progress, init_schema, write_env, env_drivers)
+
+
+def _bring_up(backend: str, progress: Progress, init_schema: bool, write_env: bool,
+              env_drivers: Sequence[str] | None) -> UpReport:
     started = time.perf_counter()
     chosen = choose_backend(backend)
     if chosen == "docker":
@@ -106,15 +117,23 @@ def _apply_schema(endpoints: DevEndpoints, progress: Progress) -> list[str]:
 
 
 def _write_env_files(progress: Progress, drivers: Sequence[str] | None) -> list[str]:
-    from tether import envfiles
+    from tether import envsync
 
-    written = envfiles.write_env_files(drivers)
+    written = envsync.write_env_files(drivers)
     if written:
         progress(f"env files: wrote {', '.join(str(path.name) for path in written)}")
     return [f"env: {len(written)} file(s) written"]
 
 
 def bring_down(backend: str = "auto", *, purge: bool = False, progress: Progress = lambda _m: None) -> dict[str, str]:
+    """Stop the dev stack (and with ``purge`` delete its data), holding the dev stack lock."""
+    from tether.stack_lock import stack_lock
+
+    with stack_lock("invoke down"):
+        return _bring_down(backend, purge, progress)
+
+
+def _bring_down(backend: str, purge: bool, progress: Progress) -> dict[str, str]:
     chosen = choose_backend(backend)
     if chosen == "docker":
         return _docker_down(purge)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -20,7 +19,8 @@ from typing import Any
 from infra.prod.settings import ProdSettings, load_prod_settings
 from tether.conninfo import DatabaseAddress
 from tether.endpoints import DevEndpoints, dev_endpoints
-from tether.errors import ConfigError, TetherError
+from tether.errors import ConfigError
+from tether.native.files import atomic_write as write_atomically
 from tether.paths import project_root, stacks_dir
 from tether.redis_client import RedisAddress
 
@@ -105,30 +105,42 @@ class EnvFile:
 
 
 def quote_value(name: str, value: str) -> str:
-    """``value`` quoted so that python-dotenv and ``set -a; . FILE`` (bash, dash) both read back ``value``.
+    """``value`` in the one form that bash/dash (``set -a; . FILE``), python-dotenv and Node's dotenv all read back
+    as ``value``; a value no form keeps intact is refused, naming ``name`` (never the value).
 
-    Single quotes when the value has no quote or backslash (both read them literally). Otherwise double
-    quotes, escaping backslash and double quote (both undo those two escapes alike), unless the value has
-    ``$`` or a backquote, which a shell expands there. A value that fits neither is refused, naming ``name``.
+    Single quotes are literal for a shell and for Node; python-dotenv also reads them literally except for the
+    escapes ``\\\\`` and ``\\'``, and a trailing backslash would escape its closing quote. Double quotes serve a
+    value with a single quote, provided it has nothing a shell expands or unescapes there (``$``, a backquote,
+    a backslash) and no double quote (Node's dotenv does not unescape ``\\"``). python-dotenv expands ``${...}``
+    in every form, so that is refused too.
     """
-    unsafe = next((char for char in ("\n", "\r", "\0") if char in value), None)
-    if unsafe is not None or _DOTENV_EXPANSION.search(value):
-        what = "a line break or NUL" if unsafe is not None else "`${...}`, which dotenv parsers expand"
-        raise ConfigError(f"The value of {name} contains {what}; no .env quoting keeps it intact for both "
-                          "shells and dotenv parsers. Change that password (or value) and run `invoke env` again.")
-    if "'" not in value and "\\" not in value:
-        return f"'{value}'"
-    # A trailing backslash would escape dotenv's closing double quote.
-    if "$" not in value and "`" not in value and not value.endswith("\\"):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    # dotenv reads \\ and \' as escapes inside single quotes; a shell does not. Without those, both agree.
-    if "'" not in value and "\\\\" not in value and not value.endswith("\\"):
-        return f"'{value}'"
-    raise ConfigError(f"The value of {name} mixes a quote or backslash with `$`, a backquote or a trailing "
-                      "backslash; no .env "
-                      "quoting keeps that intact for both shells and dotenv parsers. Change that password "
-                      "(or value) and run `invoke env` again.")
+    problem = _unwritable_reason(value)
+    if problem is None:
+        if "'" not in value:
+            return f"'{value}'"
+        return f'"{value}"'
+    raise ConfigError(f"The value of {name} {problem}, and no .env quoting makes bash, python-dotenv and Node's "
+                      "dotenv read that alike (they would hand the app different values). Change that password (or "
+                      "value) so it avoids that combination, then run the command again.")
+
+
+def _unwritable_reason(value: str) -> str | None:
+    """Why ``value`` has no form every reader agrees on, or None when it has one (see ``quote_value``)."""
+    if any(char in value for char in ("\n", "\r", "\0")):
+        return "contains a line break or NUL"
+    if _DOTENV_EXPANSION.search(value):
+        return "contains `${...}`, which python-dotenv expands"
+    if "'" not in value:
+        if "\\\\" in value:
+            return "contains two backslashes in a row"
+        if value.endswith("\\"):
+            return "ends with a backslash"
+        return None
+    clashing = [char for char in ('"', "\\", "$", "`") if char in value]
+    if clashing:
+        shown = " or ".join(f"`{char}`" for char in clashing)
+        return f"contains a single quote together with {shown}"
+    return None
 
 
 def unquote_value(raw: str) -> str:
@@ -340,30 +352,8 @@ def assigned_names(text: str) -> list[str]:
 
 
 def atomic_write(path: Path, text: str, mode: int = FILE_MODE) -> None:
-    """Replace ``path`` with ``text``: a temporary file in the same directory, fsync, then ``os.replace``."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise TetherError(f"Cannot write {path}: {error.strerror or error}. Nothing was changed.") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise TetherError(f"Cannot write {path}: {error.strerror or error}. It was left as it was.") from None
-        raise
-    # The rename is durable only once the directory entry is on disk too.
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Replace ``path`` with ``text`` atomically (temporary file, fsync, rename), mode 0600 by default."""
+    write_atomically(path, text, mode)
 
 
 def read_text(path: Path) -> str | None:
@@ -491,7 +481,29 @@ def load_sources() -> EnvSources:
     except Exception as error:  # YAML or OS error: say which file, whatever the cause
         raise ConfigError(f"{prod_file} cannot be read ({type(error).__name__}: {error}). Fix it (see "
                           "stacks/prod/Pulumi.yaml for the keys) and run `invoke env` again.") from None
-    return EnvSources(dev, prod, os.environ.get(PROD_PASSWORD_ENV) or None)
+    return EnvSources(dev, prod, os.environ.get(PROD_PASSWORD_ENV) or kept_production_password())
+
+
+def kept_production_password(root: Path | None = None) -> str | None:
+    """The production password the env files already hold, for a run without ``TETHER_PROD_PASSWORD``.
+
+    ``invoke up`` rewrites the env files from a shell that seldom has the production password exported; without
+    this, ``.env`` pointed at production would lose its password. ``.env.production`` is read first, then ``.env``
+    when it points at production. A damaged file holds nothing we trust.
+    """
+    root = root or project_root()
+    for name in (PRODUCTION_FILE, ACTIVE_FILE):
+        path = root / name
+        try:
+            text = read_text(path)
+            values = managed_values(text, path) if text else {}
+        except ConfigError:
+            continue
+        if name == ACTIVE_FILE and values.get("TETHER_DB_TARGET") != "production":
+            continue
+        if values.get("PGPASSWORD"):
+            return values["PGPASSWORD"]
+    return None
 
 
 @dataclass
@@ -538,23 +550,7 @@ def env_report(sources: EnvSources, target: str, drivers: Sequence[str], *, chec
                                    f"{', '.join(item.overridden)}, which override the managed values.")
     for env_file in files:
         report.notes.extend(note for note in env_file.notes if note not in report.notes)
+    if sources.prod_password and not os.environ.get(PROD_PASSWORD_ENV):
+        report.notes.append(f"{PROD_PASSWORD_ENV} is not set: the production password already in "
+                            f"{PRODUCTION_FILE} (or .env) was kept.")
     return report
-
-
-def sync_env_files(drivers: Sequence[str] | None = None, *, check: bool = False,
-                   root: Path | None = None) -> EnvReport:
-    """``invoke env``: every env file for the active target, under the target lock unless only checking."""
-    # tether.target imports this module (to rewrite .env on a switch), hence the import here.
-    from tether import target as active
-
-    chosen = DEFAULT_DRIVERS if drivers is None else tuple(drivers)
-    sources = load_sources()
-    if check:
-        return env_report(sources, active.read_target().target, chosen, check=True, root=root)
-    with active.target_lock():
-        return env_report(sources, active.read_target().target, chosen, check=False, root=root)
-
-
-def write_env_files(drivers: Sequence[str] | None = None) -> list[Path]:
-    """Write the env files (for ``invoke up``); returns the paths that changed."""
-    return sync_env_files(drivers).written()

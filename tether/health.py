@@ -6,8 +6,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tether.conninfo import DatabaseAddress
-from tether.redis_client import RedisAddress, RedisError, info, ping
+from tether.conninfo import DatabaseAddress, libpq_reason
+from tether.redis_client import RedisAddress, RedisError, connect
 from tether.secrets import mask_text
 
 
@@ -35,8 +35,7 @@ def check_postgres(service: str, address: DatabaseAddress, timeout: float = 3.0)
         healthy, version, detail = bool(row and row[0] == 1), str(row[1]) if row else None, "SELECT 1 ok"
     except psycopg.Error as error:
         healthy, version = False, None
-        detail = mask_text(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
-                           [address.password])
+        detail = libpq_reason(error, address.password)
     return HealthResult(service, "postgres", address.masked_url(), healthy, version,
                         round((time.perf_counter() - started) * 1000, 1), detail)
 
@@ -44,8 +43,10 @@ def check_postgres(service: str, address: DatabaseAddress, timeout: float = 3.0)
 def check_redis(service: str, address: RedisAddress, timeout: float = 3.0) -> HealthResult:
     started = time.perf_counter()
     try:
-        answer = ping(address, timeout=timeout)
-        version = info(address, timeout=timeout).get("redis_version")
+        with connect(address, timeout) as client:
+            answer = "PONG" if client.ping() else "no PONG"
+            found = client.info("server").get("redis_version")
+        version = None if found is None else str(found)
         healthy, detail = answer == "PONG", f"PING → {answer}"
     except RedisError as error:
         healthy, version, detail = False, None, mask_text(str(error), [address.password])

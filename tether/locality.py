@@ -1,19 +1,33 @@
-"""Whether a database is this machine's own server: the one question every write guard asks.
+"""Whether a server is this machine's own: the one question every write guard asks.
 
 A loopback host is not enough: production reached through the Cloud SQL proxy also lives on 127.0.0.1,
-at the proxy's port. So an address is local only when its host is loopback (or a unix socket) and its
+at the proxy's port. So a server is local only when its host is loopback (or a unix socket) and its
 port is not a proxy port (the prod stack's `proxyPort`, or the port of a proxy this project started).
+
+This module knows hosts and ports only; ``tether.conninfo`` builds on it (``DatabaseAddress.is_local``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from contextlib import suppress
 
-from tether.conninfo import DatabaseAddress, is_local_host
-
+LOCAL_HOST_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 PROXY_PORTS_ENV = "TETHER_PROXY_PORTS"  # extra ports (comma-separated) that front remote databases
+
+
+def is_local_host(host: str) -> bool:
+    """True for unix sockets, loopback addresses and localhost names: the only places we write freely."""
+    if not host or host.startswith("/"):
+        return True
+    if host.lower() in LOCAL_HOST_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def proxy_ports() -> set[int]:
@@ -38,8 +52,8 @@ def proxy_ports() -> set[int]:
     return ports
 
 
-def is_local_database(address: DatabaseAddress) -> bool:
+def is_local_server(host: str, port: int) -> bool:
     """True only for a server on this machine that is not a proxy to somewhere else."""
-    if not is_local_host(address.host):
+    if not is_local_host(host):
         return False
-    return address.host.startswith("/") or address.port not in proxy_ports()
+    return host.startswith("/") or port not in proxy_ports()

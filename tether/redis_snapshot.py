@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether import dump_manifest as manifests
-from tether.conninfo import is_local_host
 from tether.errors import TetherError
+from tether.locality import is_local_host
 from tether.paths import dumps_dir
-from tether.redis_client import RedisAddress, RedisConnection, RedisError
+from tether.redis_client import RedisAddress, RedisError, connect
+
+if TYPE_CHECKING:
+    import redis
 
 ProgressCallback = Callable[[int], None]
 SNAPSHOT_LABEL = "redis"
@@ -35,95 +38,81 @@ class SnapshotResult:
         return {"path": str(self.path), **self.manifest}
 
 
-def parse_info(text: str) -> dict[str, str]:
-    """``INFO`` text → {field: value}, section headers and blank lines skipped."""
-    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
-
-
-def parse_keyspace(info: dict[str, str]) -> dict[str, int]:
-    """``db0:keys=3,expires=0,avg_ttl=0`` → {"db0": 3}."""
+def parse_keyspace(info: dict[str, Any]) -> dict[str, int]:
+    """redis-py's ``INFO keyspace`` ({"db0": {"keys": 3, ...}}) → {"db0": 3}."""
     counts: dict[str, int] = {}
     for key, value in info.items():
-        if key.startswith("db") and key[2:].isdigit():
-            fields = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
-            counts[key] = int(fields.get("keys", 0))
+        if key.startswith("db") and key[2:].isdigit() and isinstance(value, dict):
+            counts[key] = int(value.get("keys", 0))
     return counts
 
 
-def _integer(conn: RedisConnection, *command: str) -> int:
-    reply = conn.command(*command)
-    if not isinstance(reply, int | str):
-        raise RedisError(f"Redis at {conn.address.masked_url()} answered {command[0]} with {reply!r}, not a number.")
-    return int(reply)
+def _lastsave(client: redis.Redis) -> int:
+    """LASTSAVE as Unix seconds (redis-py hands it back as a local datetime)."""
+    return int(client.lastsave().timestamp())
 
 
-def _info(conn: RedisConnection, section: str) -> dict[str, str]:
-    return parse_info(str(conn.command("INFO", section)))
-
-
-def _wait_for_next_second(conn: RedisConnection, lastsave: int) -> None:
+def _wait_for_next_second(client: redis.Redis, lastsave: int) -> None:
     """LASTSAVE counts whole seconds: start only once the server's clock is past it, so our save shows."""
     while True:
-        reply = conn.command("TIME")
-        if not isinstance(reply, list) or len(reply) != 2:
-            raise RedisError(f"Redis at {conn.address.masked_url()} answered TIME with {reply!r}.")
-        seconds, micros = int(reply[0]), int(reply[1])
+        seconds, micros = client.time()
         if seconds > lastsave:
             return
         time.sleep(max(0.01, (lastsave + 1 - seconds) - micros / 1e6 + 0.01))
 
 
-def _wait_until_idle(conn: RedisConnection, deadline: float) -> None:
-    while _info(conn, "persistence").get("rdb_bgsave_in_progress") == "1":
+def _wait_until_idle(client: redis.Redis, where: str, deadline: float) -> None:
+    while client.info("persistence").get("rdb_bgsave_in_progress") == 1:
         if time.monotonic() > deadline:
-            raise RedisError(f"Redis at {conn.address.masked_url()} was still busy with an earlier background save "
-                             "when we gave up waiting. Try again when it has finished.")
+            raise RedisError(f"{where} was still busy with an earlier background save when we gave up waiting. "
+                             "Try again when it has finished.")
         time.sleep(0.1)
 
 
-def request_snapshot(conn: RedisConnection, timeout: float) -> tuple[int, dict[str, int], int]:
+def request_snapshot(client: redis.Redis, where: str, timeout: float) -> tuple[int, dict[str, int], int]:
     """BGSAVE and wait until LASTSAVE moves; returns (lastsave, keyspace, dbsize) as of the snapshot."""
+    from redis.exceptions import ResponseError
+
     deadline = time.monotonic() + timeout
     while True:
-        before = _integer(conn, "LASTSAVE")
-        _wait_for_next_second(conn, before)
-        keyspace = parse_keyspace(_info(conn, "keyspace"))
-        dbsize = _integer(conn, "DBSIZE")
+        before = _lastsave(client)
+        _wait_for_next_second(client, before)
+        keyspace = parse_keyspace(client.info("keyspace"))
+        dbsize = int(client.dbsize())
         try:
             # SCHEDULE: during an AOF rewrite, save right after it instead of failing.
-            reply = str(conn.command("BGSAVE", "SCHEDULE"))
+            client.bgsave(schedule=True)
             break
-        except RedisError as error:
-            if "already in progress" not in error.message:
+        except ResponseError as error:
+            if "already in progress" not in str(error):
                 raise
             # That save began before we asked, so it may miss recent writes: let it finish, then save ours.
-            _wait_until_idle(conn, deadline)
-    started = "started" in reply.lower()
+            _wait_until_idle(client, where, deadline)
     while time.monotonic() < deadline:
-        lastsave = _integer(conn, "LASTSAVE")
+        lastsave = _lastsave(client)
         if lastsave > before:
             return lastsave, keyspace, dbsize
-        persistence = _info(conn, "persistence")
-        if started and persistence.get("rdb_bgsave_in_progress") == "0" \
-                and persistence.get("rdb_last_bgsave_status") == "err":
-            raise RedisError(f"Redis at {conn.address.masked_url()} failed to write its snapshot (BGSAVE). Its log "
-                             "says why; a full disk or an unwritable `dir` are the usual causes.")
+        persistence = client.info("persistence")
+        if persistence.get("rdb_bgsave_in_progress") == 0 and persistence.get("rdb_last_bgsave_status") == "err":
+            raise RedisError(f"{where} failed to write its snapshot (BGSAVE). Its log says why; a full disk or an "
+                             "unwritable `dir` are the usual causes.")
         time.sleep(0.05)
-    raise RedisError(f"Redis at {conn.address.masked_url()} did not finish its snapshot within {timeout:.0f}s. "
-                     "A large dataset needs a longer timeout.")
+    raise RedisError(f"{where} did not finish its snapshot within {timeout:.0f}s. A large dataset needs a longer "
+                     "timeout.")
 
 
-def _rdb_location(conn: RedisConnection) -> Path:
+def _rdb_location(client: redis.Redis, where: str) -> Path:
+    from redis.exceptions import ResponseError
+
     try:
-        directory = conn.command("CONFIG", "GET", "dir")
-        filename = conn.command("CONFIG", "GET", "dbfilename")
-    except RedisError as error:
-        raise RedisError(f"Cannot find where Redis keeps its RDB file: {error.message} (CONFIG GET is disabled on "
+        directory = client.config_get("dir").get("dir")
+        filename = client.config_get("dbfilename").get("dbfilename")
+    except ResponseError as error:
+        raise RedisError(f"Cannot find where {where} keeps its RDB file: {error} (CONFIG GET is disabled on "
                          "managed Redis services; this command is for the local dev Redis).") from None
-    if not (isinstance(directory, list) and len(directory) == 2 and isinstance(filename, list) and len(filename) == 2):
-        raise RedisError("Redis did not say where it keeps its RDB file (CONFIG GET dir / dbfilename).")
-    return Path(str(directory[1])) / str(filename[1])
+    if not directory or not filename:
+        raise RedisError(f"{where} did not say where it keeps its RDB file (CONFIG GET dir / dbfilename).")
+    return Path(str(directory)) / str(filename)
 
 
 def copy_with_checksum(source: Path, destination: Path, on_progress: ProgressCallback | None = None) -> tuple[int, str]:
@@ -152,10 +141,11 @@ def save_redis_snapshot(address: RedisAddress, database: str = "dev", *, timeout
     manifests.clean_partials(directory)
     created = datetime.now(UTC)
     started = time.monotonic()
-    with RedisConnection(address, timeout=max(10.0, timeout)) as conn:
-        version = _info(conn, "server").get("redis_version", "unknown")
-        lastsave, keyspace, dbsize = request_snapshot(conn, timeout)
-        source = _rdb_location(conn)
+    where = f"Redis at {address.masked_url()}"
+    with connect(address, timeout=max(10.0, timeout)) as client:
+        version = str(client.info("server").get("redis_version", "unknown"))
+        lastsave, keyspace, dbsize = request_snapshot(client, where, timeout)
+        source = _rdb_location(client, where)
     final = manifests.unique_artifact(directory, SNAPSHOT_LABEL, created, ".rdb")
     partial = manifests.partial_path(final)
     try:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import redis
 from invoke import Context
 from invoke.exceptions import Exit
 
@@ -20,7 +21,7 @@ from tether.errors import TetherError
 from tether.native import redis as native_redis
 from tether.native.binaries import redis_programs
 from tether.native.sysuser import make_private_dir, service_user
-from tether.redis_client import RedisAddress, RedisConnection, RedisError
+from tether.redis_client import RedisAddress, connect
 from tether.secrets import generate_password
 from tether.tasks import redis as redis_tasks
 
@@ -28,11 +29,11 @@ KEY_DB = 7  # a database of its own on the shared server, so other tests' keys d
 
 
 def _fill(address: RedisAddress, count: int) -> None:
-    with RedisConnection(RedisAddress(address.host, address.port, address.password, db=KEY_DB)) as conn:
-        conn.command("FLUSHDB")
+    with connect(RedisAddress(address.host, address.port, address.password, db=KEY_DB)) as client:
+        client.flushdb()
         for number in range(count):
-            conn.command("SET", f"key:{number}", f"värde {number} ✓")
-        conn.command("HSET", "hash", "field", "value")
+            client.set(f"key:{number}", f"värde {number} ✓")
+        client.hset("hash", "field", "value")
 
 
 def _write_outputs(address: RedisAddress, pg_server) -> None:
@@ -60,8 +61,8 @@ def _keys_in_rdb(rdb: Path) -> int:
                                           run_as=user, appendonly=False)
         native_redis.start(server)
         try:
-            with RedisConnection(RedisAddress("127.0.0.1", port, server.password, db=KEY_DB)) as conn:
-                return int(conn.command("DBSIZE"))  # type: ignore[call-overload]
+            with connect(RedisAddress("127.0.0.1", port, server.password, db=KEY_DB)) as client:
+                return int(client.dbsize())
         finally:
             native_redis.stop(server)
     finally:
@@ -113,7 +114,9 @@ def test_save_task_accepts_only_the_dev_stack(isolated_project):
     ids=["two-dbs", "empty"],
 )
 def test_parse_keyspace(text, expected):
-    assert redis_snapshot.parse_keyspace(redis_snapshot.parse_info(text)) == expected
+    from redis._parsers.helpers import parse_info
+
+    assert redis_snapshot.parse_keyspace(parse_info(text)) == expected
 
 
 def test_save_waits_out_an_earlier_background_save_and_then_takes_its_own(redis_server, isolated_project,
@@ -121,26 +124,26 @@ def test_save_waits_out_an_earlier_background_save_and_then_takes_its_own(redis_
     address = redis_server.address
     _fill(address, 60)
     refusals: list[str] = []
-    command = RedisConnection.command
+    bgsave = redis.Redis.bgsave
 
-    def recording(self, *args):
+    def recording(self, *args, **kwargs):
         try:
-            return command(self, *args)
-        except RedisError as error:
-            refusals.append(error.message)
+            return bgsave(self, *args, **kwargs)
+        except redis.ResponseError as error:
+            refusals.append(str(error))
             raise
 
-    with RedisConnection(address) as conn:
+    with connect(address) as client:
         # Redis's own test knob: the save child sleeps this long per key (≥ 1.5 s here). The child keeps the
         # value it was forked with, so resetting it at once leaves only that earlier save slow.
-        conn.command("CONFIG", "SET", "rdb-key-save-delay", "25000")
+        client.config_set("rdb-key-save-delay", "25000")
         try:
-            conn.command("BGSAVE")
+            client.bgsave()
         finally:
-            conn.command("CONFIG", "SET", "rdb-key-save-delay", "0")
-    with RedisConnection(RedisAddress(address.host, address.port, address.password, db=KEY_DB)) as keys:
-        keys.command("SET", "written-after-the-earlier-save-began", "1")
-    monkeypatch.setattr(RedisConnection, "command", recording)
+            client.config_set("rdb-key-save-delay", "0")
+    with connect(RedisAddress(address.host, address.port, address.password, db=KEY_DB)) as keys:
+        keys.set("written-after-the-earlier-save-began", "1")
+    monkeypatch.setattr(redis.Redis, "bgsave", recording)
     result = redis_snapshot.save_redis_snapshot(address, timeout=30)
     monkeypatch.undo()
 

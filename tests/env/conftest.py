@@ -6,13 +6,14 @@ escapes, ``${VAR}`` expansion) and one that really runs ``set -a; . FILE`` in ba
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,32 @@ def source_with_shell(path: Path, shell: str = "bash") -> dict[str, str]:
                             capture_output=True, check=True)
     pairs = (item.split("=", 1) for item in result.stdout.decode().split("\0") if "=" in item)
     return {key: value for key, value in pairs if key not in {"PATH", "PWD", "SHLVL", "_", "OLDPWD"}}
+
+
+def read_with_python_dotenv(path: Path) -> dict[str, str | None]:
+    """The values python-dotenv (the real package, as apps call it) reads from ``path``."""
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(path))
+
+
+@pytest.fixture(scope="session")
+def node_dotenv(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], dict[str, str]]:
+    """A reader that runs Node's dotenv (``npm install dotenv`` into a temporary directory) on a file."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "node and npm are needed: apt-get install nodejs npm"
+    prefix = tmp_path_factory.mktemp("node-dotenv")
+    subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), "dotenv"],
+                   check=True, capture_output=True, timeout=300)
+    script = ("const fs = require('fs'); const dotenv = require(process.argv[2]);"
+              "process.stdout.write(JSON.stringify(dotenv.parse(fs.readFileSync(process.argv[1]))));")
+
+    def read(path: Path) -> dict[str, str]:
+        result = subprocess.run([node, "-e", script, str(path), str(prefix / "node_modules" / "dotenv")],
+                                capture_output=True, check=True, timeout=60)
+        return dict(json.loads(result.stdout))
+
+    return read
 
 
 def closed_port() -> int:

@@ -14,11 +14,12 @@ from invoke import Config, Context, MockContext
 from invoke.exceptions import Exit
 
 from tether.conninfo import parse_database_url
-from tether.envfiles import MANAGED_BEGIN, MANAGED_END, sync_env_files
+from tether.envfiles import MANAGED_BEGIN, MANAGED_END
+from tether.envsync import sync_env_files
 from tether.native.binaries import client_program
 from tether.tasks.env import env
 
-from .conftest import EnvProject, parse_dotenv, source_with_shell
+from .conftest import EnvProject, parse_dotenv, read_with_python_dotenv, source_with_shell
 from .test_envfiles import NASTY
 
 MAIN_FILES = [".env.local", ".env.test", ".env.production", ".env"]
@@ -45,7 +46,7 @@ def values(root: Path, name: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("password", [value for _, value in SERVER_PASSWORDS],
                          ids=[case_id for case_id, _ in SERVER_PASSWORDS])
-def test_nasty_passwords_survive_every_file_and_form(env_project: EnvProject, password: str) -> None:
+def test_nasty_passwords_survive_every_file_and_form(env_project: EnvProject, password: str, node_dotenv) -> None:
     env_project.use_password(password)
     report = sync_env_files()
     assert report.ok and not report.warnings
@@ -54,6 +55,8 @@ def test_nasty_passwords_survive_every_file_and_form(env_project: EnvProject, pa
     for name in MAIN_FILES:
         parsed = values(root, name)
         assert source_with_shell(root / name) == parsed, name  # the shell reads exactly what dotenv reads
+        assert read_with_python_dotenv(root / name) == parsed, name
+        assert node_dotenv(root / name) == parsed, name
         assert parsed["PGPASSWORD"] == password
         for key, url in parsed.items():
             if key.startswith(("DATABASE_URL", "TEST_DATABASE_URL")):

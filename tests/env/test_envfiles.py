@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -26,7 +27,7 @@ from tether.envfiles import (
 from tether.errors import ConfigError
 from tether.redis_client import RedisAddress
 
-from .conftest import parse_dotenv, source_with_shell
+from .conftest import read_with_python_dotenv, source_with_shell
 
 # Passwords that break naive URL building, .env quoting or shell sourcing.
 NASTY = [
@@ -48,8 +49,6 @@ NASTY = [
     ("backquote", "`touch pwned`"),
     ("backslash", "back\\slash"),
     ("backslash-n", "new\\nline"),
-    ("double-backslash", "two\\\\slashes"),
-    ("quote-and-backslash", "it's\\here"),
     ("dollar-and-backslash", "a\\$b"),
     ("backslash-before-quote", 'a\\"b'),
     ("brace-no-dollar", "{x}"),
@@ -58,30 +57,73 @@ NASTY = [
     ("semicolon-pipe", "a;b|c>d<e"),
     ("exclamation", "hi!there"),
     ("tab", "a\tb"),
+    ("quote-and-hash-and-space", "it's # not a comment "),
+    ("only-quote", "'"),
+    ("only-double-quote", '"'),
+    ("equals-and-export", "export X=1"),
 ]
 NASTY_IDS = [case_id for case_id, _ in NASTY]
 NASTY_VALUES = [value for _, value in NASTY]
 
 UNQUOTABLE = [
     ("newline", "a\nb"),
+    ("carriage-return", "a\rb"),
     ("dotenv-expansion", "a${HOME}b"),
     ("quote-and-dollar", "it's $5"),
     ("quote-and-backquote", "it's `x`"),
+    ("both-quotes", "it's \"quoted\""),
+    ("quote-and-backslash", "it's\\here"),
     ("trailing-backslash", "ends\\"),
+    ("double-backslash", "two\\\\slashes"),
     ("double-backslash-and-dollar", "a\\\\$b"),
 ]
+# Characters that shells, dotenv parsers and URL builders each treat specially, for the random values below.
+TROUBLE = "'\"\\$`#= \t!{}()%@:/?&;|<>*~\u00e9\u2713ab"
 
 
-@pytest.mark.parametrize("value", NASTY_VALUES, ids=NASTY_IDS)
-def test_quoted_values_read_back_identically_in_dotenv_bash_and_dash(tmp_path: Path, value: str) -> None:
+def _read_everywhere(path: Path, node_dotenv) -> dict[str, dict[str, str | None]]:
+    """The values each real reader takes from ``path``: bash, dash, python-dotenv and Node's dotenv."""
+    return {"bash": dict(source_with_shell(path, "bash")), "dash": dict(source_with_shell(path, "dash")),
+            "python-dotenv": read_with_python_dotenv(path), "node dotenv": dict(node_dotenv(path))}
+
+
+def test_quoted_values_read_back_identically_in_every_real_reader(tmp_path: Path, node_dotenv) -> None:
     path = tmp_path / ".env"
-    # A double-quoted line after the value catches a value whose closing quote a parser would miss.
-    path.write_text(f"SECRET={quote_value('SECRET', value)}\nAFTER=\"tail\"\n")
-    assert parse_dotenv(path.read_text()) == {"SECRET": value, "AFTER": "tail"}
-    for shell in ("bash", "dash"):
-        assert source_with_shell(path, shell) == {"SECRET": value, "AFTER": "tail"}, shell
+    lines, expected = [], {}
+    for index, value in enumerate(NASTY_VALUES):
+        lines.append(f"SECRET_{index}={quote_value(f'SECRET_{index}', value)}")
+        expected[f"SECRET_{index}"] = value
+        assert unquote_value(quote_value("SECRET", value)) == value
+    # A double-quoted line at the end catches a value whose closing quote a parser would miss.
+    path.write_text("\n".join(lines) + '\nAFTER="tail"\n')
+    expected["AFTER"] = "tail"
+    for reader, values in _read_everywhere(path, node_dotenv).items():
+        wrong = {NASTY_IDS[int(k.split("_")[1])]: v for k, v in values.items()
+                 if k != "AFTER" and v != expected.get(k)}
+        assert values == expected, f"{reader} read differently: {wrong}"
     assert not (tmp_path / "pwned").exists()
-    assert unquote_value(quote_value("SECRET", value)) == value
+
+
+def test_random_values_are_written_so_every_reader_agrees_or_refused(tmp_path: Path, node_dotenv) -> None:
+    """Several hundred random values over troublesome characters: each is refused or read alike everywhere."""
+    generator = random.Random(16)
+    written: dict[str, str] = {}
+    lines = []
+    refused = 0
+    for index in range(600):
+        value = "".join(generator.choice(TROUBLE) for _ in range(generator.randint(1, 8)))
+        try:
+            quoted = quote_value(f"V_{index}", value)
+        except ConfigError:
+            refused += 1
+            continue
+        written[f"V_{index}"] = value
+        lines.append(f"V_{index}={quoted}")
+    path = tmp_path / ".env"
+    path.write_text("\n".join(lines) + "\n")
+    for reader, values in _read_everywhere(path, node_dotenv).items():
+        assert values == written, reader
+    assert len(written) > 300 and refused > 50  # both paths were exercised
 
 
 @pytest.mark.parametrize("value", [value for _, value in UNQUOTABLE], ids=[case_id for case_id, _ in UNQUOTABLE])

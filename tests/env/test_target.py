@@ -18,13 +18,14 @@ from invoke.exceptions import Exit
 
 from tether import target
 from tether.conninfo import parse_database_url
-from tether.envfiles import sync_env_files
+from tether.envsync import sync_env_files
 from tether.errors import ConfigError, TetherError
 from tether.tasks import env as env_tasks
 
 from .conftest import EnvProject, closed_port, parse_dotenv
 
-NASTY_PROD_PASSWORD = "pr0d:@/%#?& 'x\""
+# Every URL metacharacter and a single quote (both quote kinds at once cannot be written for every reader).
+NASTY_PROD_PASSWORD = "pr0d:@/%#?& 'x"
 
 
 def env_values(project: EnvProject) -> dict[str, str]:
@@ -232,3 +233,21 @@ def test_the_proposed_collection_parses_like_the_readme_says(env_project: EnvPro
     shown = json.loads(capsys.readouterr().out)
     assert (shown["target"], shown["in_sync"]) == ("production", True)
     assert "DATABASE_URL_PSYCOPG" not in (env_project.root / ".env.local").read_text()
+
+
+def test_up_while_on_production_keeps_the_production_password(env_project: EnvProject) -> None:
+    """`./dev up` rewrites the env files from a shell without TETHER_PROD_PASSWORD: .env must keep it."""
+    env_project.use_password(NASTY_PROD_PASSWORD)
+    sync_env_files()
+    env_tasks.use_production(Context(), yes=True)
+    env_project.monkeypatch.delenv("TETHER_PROD_PASSWORD")
+    report = sync_env_files()  # what `invoke up` does last
+    values = env_values(env_project)
+    assert values["TETHER_DB_TARGET"] == "production" and values["PGPASSWORD"] == NASTY_PROD_PASSWORD
+    assert parse_database_url(values["DATABASE_URL"]).password == NASTY_PROD_PASSWORD
+    with psycopg.connect(values["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    production = parse_dotenv((env_project.root / ".env.production").read_text())
+    assert production["PGPASSWORD"] == NASTY_PROD_PASSWORD
+    assert any("was kept" in note for note in report.notes)
+    assert all(item.status == "unchanged" for item in report.files)  # nothing rewritten, nothing lost

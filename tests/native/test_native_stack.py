@@ -23,9 +23,11 @@ from tether.devenv import check_all
 from tether.endpoints import dev_endpoints
 from tether.errors import TetherError
 from tether.native import stack
+from tether.processes import processes_in
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[2]
+SERVICES = ["postgres-dev", "postgres-test", "redis"]
 
 
 def _write_stack_file(root: Path, ports: dict[str, int], extra: str = "") -> None:
@@ -65,7 +67,8 @@ def test_up_creates_then_is_a_no_op(native_project):
     first = stack.up()
     assert first == {"postgres-dev": "created", "postgres-test": "created", "redis": "started"}
     assert stack.up() == {"postgres-dev": "running", "postgres-test": "running", "redis": "running"}
-    assert all(result.healthy for result in check_all(dev_endpoints()))
+    results = check_all(dev_endpoints())
+    assert [result.service for result in results] == SERVICES and all(result.healthy for result in results)
 
 
 def test_outputs_match_the_stack_shape_and_are_private(native_project):
@@ -81,10 +84,18 @@ def test_outputs_match_the_stack_shape_and_are_private(native_project):
 
 
 def test_servers_do_not_run_as_root(native_project):
-    for state in stack.status():
-        assert state.running
+    """As root the servers run as the unprivileged service user; otherwise as the user who ran `up`."""
+    from tether.native.sysuser import service_user
+
+    user = service_user()
+    expected_uid = user.uid if user is not None else os.geteuid()
+    assert expected_uid != 0
+    states = stack.status()
+    assert [state.service for state in states] == SERVICES
+    for state in states:
+        assert state.running and state.pid is not None, state
         owner_uid = int(Path(f"/proc/{state.pid}/status").read_text().split("Uid:")[1].split()[0])
-        assert owner_uid != 0 or os.geteuid() != 0
+        assert owner_uid == expected_uid, state
 
 
 def test_data_survives_down_and_up(native_project):
@@ -134,7 +145,9 @@ def test_status_task_json(native_project, capsys):
     devstack.status(Context(), json=True)
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "native"
-    assert all(service["running"] and service["data_bytes"] > 0 for service in report["services"])
+    assert [service["service"] for service in report["services"]] == SERVICES
+    for service in report["services"]:
+        assert service["running"] and service["healthy"] and service["data_bytes"] > 0, service
 
 
 def test_health_task_exits_non_zero_when_a_service_is_down(native_project, capsys):
@@ -151,7 +164,8 @@ def test_purge_is_refused_in_ci_without_yes(native_project, monkeypatch):
     with pytest.raises(Exit) as raised:
         devstack.down(Context(), backend="native", purge=True)
     assert "--yes" in str(raised.value.message)
-    assert all(state.running for state in stack.status())
+    states = stack.status()
+    assert [state.service for state in states] == SERVICES and all(state.running for state in states)
 
 
 def test_up_task_migrates_writes_env_files_and_masks_urls(native_project, capsys):
@@ -226,3 +240,29 @@ def test_invoke_list_is_fast_and_complete():
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     # Every command imports tasks.py: domain modules are imported by the task that needs them.
     assert loaded.stdout.strip() == "[]", "tasks.py must not import these at import time"
+
+
+def test_a_failed_up_leaves_nothing_half_started(isolated_project, monkeypatch):
+    """Redis failing to start (here: a redis-server that exits 1) stops the PostgreSQL servers this `up` started."""
+    data = Path(tempfile.mkdtemp(prefix="tether-native-failed-"))
+    data.chmod(0o755)
+    monkeypatch.setenv("TETHER_NATIVE_DATA", str(data / "native"))
+    _write_stack_file(isolated_project, {"dev": free_port(), "test": free_port(), "redis": free_port()})
+    broken = data / "redis-server"
+    broken.write_text("#!/bin/sh\necho 'FATAL CONFIG FILE ERROR' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    working = stack.redis_programs
+    monkeypatch.setattr(stack, "redis_programs", lambda: (broken, broken))
+    try:
+        with pytest.raises(TetherError, match="Redis on port"):
+            stack.up()
+        states = stack.status()
+        assert [state.service for state in states] == SERVICES
+        assert not any(state.running for state in states), states
+        for service in ("postgres-dev", "postgres-test"):
+            assert processes_in(data / "native" / service, "postgres") == []
+        monkeypatch.setattr(stack, "redis_programs", working)
+        assert stack.up() == {"postgres-dev": "started", "postgres-test": "started", "redis": "started"}
+    finally:
+        stack.down()
+        shutil.rmtree(data, ignore_errors=True)

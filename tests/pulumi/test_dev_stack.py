@@ -65,7 +65,7 @@ from infra.dev.redis import PASSWORD_FILE, health_test, server_command  # noqa: 
 from infra.dev.settings import DEFAULTS, DevSettings, dev_settings  # noqa: E402
 from infra.dev.stack import DevStack, build_dev_stack  # noqa: E402
 from tether.endpoints import parse_outputs  # noqa: E402
-from tether.redis_client import RedisAddress, RedisConnection  # noqa: E402
+from tether.redis_client import RedisAddress, connect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = ROOT / "stacks" / "dev"
@@ -464,8 +464,8 @@ def test_redis_command_and_health_check_work_against_a_real_redis(tmp_path: Path
             time.sleep(0.05)
         assert not healthy("wrong-password")
         assert not healthy("")
-        with RedisConnection(RedisAddress("127.0.0.1", port, password)) as connection:
-            assert connection.command("CONFIG", "GET", "appendonly") == ["appendonly", "yes"]
+        with connect(RedisAddress("127.0.0.1", port, password)) as client:
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
         # `exec` all the way down: the container's main process is redis-server, and no argv holds the password.
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes()
         assert b"redis-server" in cmdline and password.encode() not in cmdline

@@ -6,6 +6,7 @@ Used by the native dev stack and by the test fixtures, so both run servers the s
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import tempfile
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether.errors import CommandFailed, TetherError
+from tether.native.files import atomic_write
 from tether.native.sysuser import ServiceUser, popen_kwargs
-from tether.processes import process_runs
+from tether.processes import processes_in, serves_directory
 
 SETTINGS_FILE = "tether.conf"
 
@@ -86,15 +88,24 @@ def render_settings(server: PostgresServer) -> str:
 
 
 def write_settings(server: PostgresServer) -> None:
-    (server.datadir / SETTINGS_FILE).write_text(render_settings(server))
+    """Write ``tether.conf`` and the include line in ``postgresql.conf``, each replaced atomically."""
+    atomic_write(server.datadir / SETTINGS_FILE, render_settings(server), mode=0o600, owner=server.run_as)
     conf = server.datadir / "postgresql.conf"
     include = f"include_if_exists = '{SETTINGS_FILE}'\n"
     text = conf.read_text()
     if include not in text:
-        conf.write_text(text + "\n# Managed by tether: port, sockets and local settings\n" + include)
-    if server.run_as:
-        for name in (SETTINGS_FILE, "postgresql.conf"):
-            os.chown(server.datadir / name, server.run_as.uid, server.run_as.gid)
+        atomic_write(conf, text + "\n# Managed by tether: port, sockets and local settings\n" + include,
+                     mode=0o600, owner=server.run_as)
+
+
+def server_options(server: PostgresServer) -> str:
+    """``pg_ctl -o``: port, address and socket directory on the postmaster's command line as well.
+
+    The command line wins over the config files, so the server listens where we say even if a file is changed
+    while it starts. pg_ctl hands this string to /bin/sh, hence the shell quoting.
+    """
+    return " ".join(["-p", str(server.port), "-h", shlex.quote(server.listen_address),
+                     "-k", shlex.quote(str(server.socket_dir))])
 
 
 def init_cluster(server: PostgresServer, superuser: str, password: str) -> None:
@@ -117,28 +128,68 @@ def init_cluster(server: PostgresServer, superuser: str, password: str) -> None:
     write_settings(server)
 
 
-def running_pid(server: PostgresServer) -> int | None:
-    """The postmaster's pid if it is alive; a pid file left by a crashed server counts as not running."""
+def recorded_pid(lock_file: Path) -> int | None:
+    """The pid on the first line of a PostgreSQL lock file (postmaster.pid, .s.PGSQL.PORT.lock)."""
     try:
-        pid = int(server.pid_file.read_text().splitlines()[0])
-    except (FileNotFoundError, IndexError, ValueError):
+        return int(lock_file.read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
         return None
-    if not process_runs(pid, "postgres"):
+
+
+def running_pid(server: PostgresServer) -> int | None:
+    """The postmaster's pid if it is alive and serves this data directory.
+
+    A pid file left by a crash, naming a pid now reused by another program (or by another cluster's postmaster),
+    or naming a killed postmaster not yet reaped, counts as not running.
+    """
+    pid = recorded_pid(server.pid_file)
+    if pid is None or not serves_directory(pid, "postgres", server.datadir):
         return None
     return pid
 
 
+def socket_lock_file(server: PostgresServer) -> Path:
+    return server.socket_dir / f".s.PGSQL.{server.port}.lock"
+
+
 def remove_stale_pid_file(server: PostgresServer) -> bool:
-    """Delete a pid file whose process is gone (a crash or kill -9); True when one was removed."""
+    """Delete a pid file whose process no longer serves this data directory; True when one was removed."""
     if server.pid_file.exists() and running_pid(server) is None:
-        server.pid_file.unlink()
+        server.pid_file.unlink(missing_ok=True)
         return True
     return False
 
 
+def clear_stale_locks(server: PostgresServer, timeout: float = 15) -> None:
+    """Make way for a start after a crash, judging lock files the way PostgreSQL does, and a little better.
+
+    Old server processes still working in the data directory (the children of a killed postmaster, which exit
+    once they notice) keep the shared memory in use: wait for them, up to ``timeout``. Then a postmaster.pid or
+    socket lock file whose pid is not a live server of this directory is removed; PostgreSQL would refuse to
+    start over one whose pid merely exists (a zombie, or a pid reused by another program).
+    """
+    if running_pid(server) is not None:
+        return
+    deadline = time.monotonic() + timeout
+    leftovers = processes_in(server.datadir, "postgres")
+    while leftovers and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leftovers = processes_in(server.datadir, "postgres")
+    if leftovers:
+        pids = " ".join(str(pid) for pid in leftovers)
+        raise TetherError(f"Old PostgreSQL processes (pid {pids}) still run in {server.datadir} {timeout:g} s after "
+                          f"their server stopped, so a new server cannot start there. Stop them (`kill -INT "
+                          f"{pids}`, or `kill -9` if they do not exit), then run the command again.")
+    remove_stale_pid_file(server)
+    lock = socket_lock_file(server)
+    pid = recorded_pid(lock)
+    if lock.exists() and (pid is None or not serves_directory(pid, "postgres", server.datadir)):
+        lock.unlink(missing_ok=True)
+
+
 def start(server: PostgresServer, timeout: float = 60) -> None:
     """Start the server and return once it accepts connections."""
-    remove_stale_pid_file(server)
+    clear_stale_locks(server)
     write_settings(server)
     server.socket_dir.mkdir(parents=True, exist_ok=True)
     if server.run_as:
@@ -150,7 +201,8 @@ def start(server: PostgresServer, timeout: float = 60) -> None:
             os.chown(server.log_file, server.run_as.uid, server.run_as.gid)
     try:
         _run(server, [server.program("pg_ctl"), "start", "-w", "-t", str(int(timeout)), "-D", str(server.datadir),
-                      "-l", str(server.log_file)], f"starting PostgreSQL on port {server.port}", timeout=timeout + 10)
+                      "-l", str(server.log_file), "-o", server_options(server)],
+             f"starting PostgreSQL on port {server.port}", timeout=timeout + 10)
     except CommandFailed as error:
         log_tail = tail_of(server.log_file)
         raise TetherError(f"PostgreSQL on port {server.port} did not start (pg_ctl exit {error.returncode}). "

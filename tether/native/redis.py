@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tether.errors import TetherError
+from tether.native.files import atomic_write
 from tether.native.postgres import tail_of
 from tether.native.sysuser import ServiceUser, popen_kwargs
-from tether.processes import process_runs
+from tether.processes import serves_directory
 from tether.redis_client import RedisAddress, RedisError, ping
 
 
@@ -40,6 +41,15 @@ class RedisServer:
         return RedisAddress(self.bind_address, self.port, self.password)
 
 
+def conf_string(value: str) -> str:
+    """``value`` as one redis.conf argument: double quotes with every byte as ``\\xHH``.
+
+    redis.conf splits lines the way redis-cli does (``sdssplitargs``): inside double quotes ``\\xHH`` is one byte,
+    so any password (quotes of both kinds, backslashes, spaces, ``#``, unicode) reads back exactly.
+    """
+    return '"' + "".join(f"\\x{byte:02x}" for byte in value.encode()) + '"'
+
+
 def render_config(server: RedisServer) -> str:
     """redis.conf: the password lives here (mode 0600), never on the command line where ps shows it."""
     return "\n".join([
@@ -47,23 +57,30 @@ def render_config(server: RedisServer) -> str:
         "protected-mode yes",
         f"port {server.port}",
         "daemonize yes",
-        f"pidfile {server.pid_file}",
-        f"logfile {server.log_file}",
-        f"dir {server.datadir}",
+        f"pidfile {conf_string(str(server.pid_file))}",
+        f"logfile {conf_string(str(server.log_file))}",
+        f"dir {conf_string(str(server.datadir))}",
         f"appendonly {'yes' if server.appendonly else 'no'}",
         "appendfsync everysec",
         "save 900 1 300 10 60 10000",
         "dbfilename dump.rdb",
-        f'requirepass "{server.password}"',
+        f"requirepass {conf_string(server.password)}",
         "",
     ])
 
 
 def write_config(server: RedisServer) -> None:
-    server.config_file.write_text(render_config(server))
-    server.config_file.chmod(0o600)
-    if server.run_as:
-        os.chown(server.config_file, server.run_as.uid, server.run_as.gid)
+    """Replace redis.conf atomically (0600), so a concurrent start never reads half a file."""
+    atomic_write(server.config_file, render_config(server), mode=0o600, owner=server.run_as)
+
+
+def start_argv(server: RedisServer) -> list[str]:
+    """The server's command line: its config file, then the port and address again (never the password).
+
+    Arguments after the file override it, so even a config file changed under our feet cannot move the server.
+    """
+    return [str(server.server_program), str(server.config_file), "--port", str(server.port),
+            "--bind", server.bind_address]
 
 
 def running_pid(server: RedisServer) -> int | None:
@@ -71,7 +88,7 @@ def running_pid(server: RedisServer) -> int | None:
         pid = int(server.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if process_runs(pid, "redis") else None
+    return pid if serves_directory(pid, "redis", server.datadir) else None
 
 
 def start(server: RedisServer, timeout: float = 20) -> None:
@@ -84,7 +101,7 @@ def start(server: RedisServer, timeout: float = 20) -> None:
             server.log_file.touch()
         if server.log_file.exists():
             os.chown(server.log_file, server.run_as.uid, server.run_as.gid)
-    result = subprocess.run([str(server.server_program), str(server.config_file)], capture_output=True, text=True,
+    result = subprocess.run(start_argv(server), capture_output=True, text=True,
                             cwd=str(server.datadir), check=False, **popen_kwargs(server.run_as))
     if result.returncode != 0:
         raise TetherError(f"Redis on port {server.port} did not start (exit {result.returncode}): "

@@ -22,6 +22,7 @@ from tether.errors import ConfigError, TetherError
 from tether.native import postgres as native_pg
 from tether.native import redis as native_redis
 from tether.native.binaries import redis_programs, server_bindir
+from tether.native.files import atomic_write
 from tether.native.ports import port_is_free, port_owner
 from tether.native.sysuser import ServiceUser, make_private_dir, service_user
 from tether.paths import project_root, runtime_dir, stacks_dir
@@ -114,9 +115,7 @@ def _clone_data_name(state_dir: Path) -> str:
     else:
         name = os.urandom(6).hex()
     state_dir.mkdir(parents=True, exist_ok=True)
-    partial = remembered.with_suffix(".tmp")
-    partial.write_text(name + "\n")
-    os.replace(partial, remembered)  # never a half-written name: it says where the servers' data lives
+    atomic_write(remembered, name + "\n", mode=0o644)  # never a half-written name: it says where the data lives
     return name
 
 
@@ -140,10 +139,8 @@ def load_or_create_secrets(layout: NativeLayout, settings: DevSettings) -> dict[
         return secrets
     for name in names:
         secrets.setdefault(name, generate_password())
-    layout.state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(secrets, handle, indent=2)
+    # Atomically: a half-written file would be "unreadable" above, and refused forever after.
+    atomic_write(layout.secrets_file, json.dumps(secrets, indent=2), mode=0o600)
     return secrets
 
 
@@ -277,14 +274,38 @@ def up(progress: Progress = lambda _message: None) -> dict[str, str]:
     if native_redis.running_pid(redis) is None:
         _refuse_taken_port(settings.redis.name, redis.port, redis.bind_address)
     actions: dict[str, str] = {}
-    with _removing_new_empty_dirs(layout, settings, user):
+    with _removing_new_empty_dirs(layout, settings, user), _stopping_on_failure(postgres, redis, progress):
         _prepare_data_root(layout, user)
         for service, server in postgres:
             actions[service.name] = _ensure_postgres(server, service, secrets[service.name],
                                                      settings.postgres_version, progress)
         actions[settings.redis.name] = _ensure_redis(redis, progress)
-    write_native_outputs(native_outputs(settings, secrets))
+        write_native_outputs(native_outputs(settings, secrets))
     return actions
+
+
+@contextmanager
+def _stopping_on_failure(postgres: list[tuple[PostgresService, native_pg.PostgresServer]],
+                         redis: native_redis.RedisServer, progress: Progress) -> Iterator[None]:
+    """On failure, stop the servers this run started, so a failed ``up`` leaves nothing half started.
+
+    Servers that were already running before this ``up`` keep running: they were not ours to stop.
+    """
+    postgres_before = {service.name for service, server in postgres if native_pg.running_pid(server) is not None}
+    redis_before = native_redis.running_pid(redis) is not None
+    try:
+        yield
+    except BaseException:
+        for service, server in postgres:
+            if service.name not in postgres_before and native_pg.running_pid(server) is not None:
+                progress(f"stopping {service.name} again: `up` failed")
+                with suppress(Exception):
+                    native_pg.stop(server)
+        if not redis_before and native_redis.running_pid(redis) is not None:
+            progress("stopping redis again: `up` failed")
+            with suppress(Exception):
+                native_redis.stop(redis)
+        raise
 
 
 def _data_dirs(layout: NativeLayout, settings: DevSettings, user: ServiceUser | None) -> list[Path]:

@@ -17,6 +17,40 @@ from tether.errors import TetherError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_KIND_NAMES = {int: "a whole number", float: "a number"}
+
+
+def _typed_flags_fail_clearly() -> None:
+    """A typed flag given a bad value (``--jobs abc``) ends in one line and exit 1, never invoke's traceback.
+
+    invoke casts a flag's value with the type of its default while parsing, before any task runs, and lets the
+    ValueError escape as a traceback; it prints a ``ParseError`` as one line instead. Every task module imports
+    this boundary, and invoke imports tasks.py before it parses task flags, so this covers every task.
+    """
+    from invoke.exceptions import ParseError
+    from invoke.parser.argument import Argument
+
+    if getattr(Argument.set_value, "_tether_clear_errors", False):
+        return
+    original = Argument.set_value
+
+    def set_value(self: Argument, value: Any, cast: bool = True) -> None:
+        try:
+            original(self, value, cast)
+        except (ValueError, TypeError):
+            from tether.secrets import mask_text
+
+            flag = f"--{self.name.replace('_', '-')}" if self.name else "this flag"
+            wanted = _KIND_NAMES.get(self.kind, f"a value of type {getattr(self.kind, '__name__', self.kind)}")
+            raise ParseError(f"{flag} takes {wanted}, not {mask_text(repr(value))}. See `invoke --help` for the "
+                             "task's flags.") from None
+
+    set_value._tether_clear_errors = True  # type: ignore[attr-defined]
+    Argument.set_value = set_value  # type: ignore[method-assign]
+
+
+_typed_flags_fail_clearly()
+
 
 def domain_errors(func: F) -> F:
     """Turn ``TetherError`` (and Ctrl-C) into ``invoke.Exit`` with a masked message, never a traceback."""

@@ -56,9 +56,9 @@ def print_env_report(report: EnvReport) -> None:
 @domain_errors
 def env(c: Context, check: bool = False, json: bool = False, drivers: str | None = None) -> None:
     """Write .env.local, .env.test, .env.production and .env (active target) from the stacks (config: env.drivers)."""
-    from tether import envfiles
+    from tether import envsync
 
-    report = envfiles.sync_env_files(configured_drivers(c, drivers), check=check)
+    report = envsync.sync_env_files(configured_drivers(c, drivers), check=check)
     if json:
         print_json(report.as_dict())
     else:
@@ -125,8 +125,10 @@ def print_switch(result: SwitchResult, json: bool) -> None:
 def use_local(c: Context, json: bool = False) -> None:
     """Point .env at the local dev database, after it answers SELECT 1 (config: env.drivers)."""
     from tether import target
+    from tether.stack_lock import stack_lock
 
-    print_switch(target.switch_target("local", drivers=configured_drivers(c)), json)
+    with stack_lock("invoke target.local"):
+        print_switch(target.switch_target("local", drivers=configured_drivers(c)), json)
 
 
 @task(help={"yes": "switch without asking (required in CI)", "json": "print the switch as JSON"})
@@ -134,5 +136,10 @@ def use_local(c: Context, json: bool = False) -> None:
 def use_production(c: Context, yes: bool = False, json: bool = False) -> None:
     """Point .env at the production database through the proxy, after asking and a SELECT 1."""
     from tether import target
+    from tether.console import confirm
+    from tether.stack_lock import stack_lock
 
-    print_switch(target.switch_target("production", yes=yes, drivers=configured_drivers(c)), json)
+    # Asked before the lock is taken, so a question never keeps the other commands waiting.
+    confirm("Point the application's .env at the PRODUCTION database?", yes=yes)
+    with stack_lock("invoke target.production"):
+        print_switch(target.switch_target("production", yes=True, drivers=configured_drivers(c)), json)
