@@ -356,9 +356,6 @@ def test_a_refused_connection_says_connection_refused(project: Path, argv: list[
     assert "Connection refused" in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="tether/sync/safety.py keeps only libpq's last line ('Is the server running "
-                                       "on that host…?') and drops 'Connection refused'; it should use "
-                                       "tether.conninfo.libpq_reason. tether/sync/** is being rewritten by the lead.")
 def test_db_reset_against_a_stopped_server_says_connection_refused(project: Path) -> None:
     _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs())}))
     result = run_invoke(project, ["db.reset", "--yes"])

@@ -31,7 +31,7 @@ from psycopg import sql
 from tether import archive as archive_toc
 from tether import dump_manifest as manifests
 from tether import pgtools, swap
-from tether.conninfo import DatabaseAddress
+from tether.conninfo import DatabaseAddress, libpq_reason
 from tether.console import confirm
 from tether.dump_manifest import DumpIntegrityError
 from tether.errors import CommandFailed, ConfigError, TetherError, ToolMissing
@@ -177,7 +177,7 @@ def _connect(address: DatabaseAddress, *, readonly: bool = False) -> psycopg.Con
         return psycopg.connect(address.conninfo(**extra), autocommit=True)
     except psycopg.OperationalError as error:
         raise TetherError(f"Cannot connect to {address.masked_url()}: "
-                          f"{mask_text(str(error).strip(), [address.password])} Check that the server runs "
+                          f"{libpq_reason(error, address.password)} Check that the server runs "
                           "(`invoke status` for the dev stack) and that the address is right.") from None
 
 

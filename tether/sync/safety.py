@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tether.conninfo import DatabaseAddress
+from tether.conninfo import DatabaseAddress, libpq_reason
 from tether.errors import Refused, TetherError
 from tether.swap import SCRATCH_MARK
 from tether.sync.catalog import ServerInfo, system_identifier
@@ -66,7 +66,7 @@ def inspect_local(dest: DatabaseAddress) -> LocalServer:
         assert row is not None
         return LocalServer(system_identifier(conn), row[0], row[1], row[2], address, bool(row[3]),
                            frozenset(row[4] or ()), str(row[5]))
-    detail = str(last_error).strip().splitlines()[-1] if last_error else "no maintenance database"
+    detail = libpq_reason(last_error, dest.password) if last_error else "no maintenance database"
     raise TetherError(f"Could not connect to the destination server {dest.masked_url()} (through its postgres or "
                       f"template1 database): {detail}. Is the local server running (`invoke up`), and may "
                       f"{dest.user!r} connect and create databases?")

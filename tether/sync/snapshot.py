@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from tether.conninfo import DatabaseAddress
+from tether.conninfo import DatabaseAddress, libpq_reason
 from tether.errors import TetherError
 
 APPLICATION_NAME = "tether sync-prod"
@@ -69,7 +69,7 @@ def _connect(address: DatabaseAddress, conninfo: str, role: str) -> psycopg.Conn
     try:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as error:
-        message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        message = libpq_reason(error, address.password)
         raise TetherError(f"Could not connect to the {role} database {address.masked_url()}: {message}. "
                           "Check that the server is running and the URL, user and password are right.") from None
 
