@@ -25,7 +25,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import RunningPostgres
-from tether.envfiles import sync_env_files
+from tether.envsync import sync_env_files
 
 from .conftest import NODE_MODULE, REPO_ROOT, EnvProject
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from invoke import Context
 
-from tether.envfiles import sync_env_files
+from tether.envsync import sync_env_files
 from tether.tasks import env as env_tasks
 
 from .conftest import EnvProject
 from .test_live_switch import APPS_DIR, app_environment
 
-PROD_PASSWORD = "pr0d:@/%#?& 'x\""
+PROD_PASSWORD = "pr0d:@/%#?& x\""  # hostile, in a form every .env reader reads alike
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def reader_for(project: EnvProject) -> TargetReader:
 
 
 def test_switches_write_the_format_and_the_production_marker(env_project: EnvProject) -> None:
-    from tether.envfiles import sync_env_files
+    from tether.envsync import sync_env_files
 
     sync_env_files()
     follower = reader_for(env_project)
@@ -46,7 +46,7 @@ def test_switches_write_the_format_and_the_production_marker(env_project: EnvPro
 
 def test_the_state_is_replaced_not_rewritten(env_project: EnvProject) -> None:
     """A reader holding the old file open keeps reading a whole old file: the new one is a new inode."""
-    from tether.envfiles import sync_env_files
+    from tether.envsync import sync_env_files
 
     sync_env_files()
     target.switch_target("local")
@@ -59,7 +59,7 @@ def test_the_state_is_replaced_not_rewritten(env_project: EnvProject) -> None:
 
 
 def test_node_reads_what_tether_wrote(env_project: EnvProject, node: str) -> None:
-    from tether.envfiles import sync_env_files
+    from tether.envsync import sync_env_files
 
     sync_env_files()
     target.switch_target("production", yes=True)

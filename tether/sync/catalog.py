@@ -56,6 +56,7 @@ class Column:
     binary_portable: bool
     # Binary COPY within one server (a snapshot to its copy): send/receive functions are enough.
     binary_local: bool = True
+    send_function: str = ""  # the type's binary output function (int4send ...), to size its binary form
 
 
 class _SchemaObject:
@@ -237,7 +238,7 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
     rows = conn.execute("""
             SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
                    coalesce(bt.typname, t.typname), coalesce(bt.typcategory, t.typcategory), a.attnotnull,
-                   a.attgenerated <> '', a.atttypid
+                   a.attgenerated <> '', a.atttypid, t.typsend::regproc::text
             FROM pg_attribute a
             JOIN pg_type t ON t.oid = a.atttypid
             LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
@@ -248,7 +249,7 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
     for row in rows:
         portable, local = binary.get(row[8], (False, False))
         columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                                     portable, local))
+                                                     portable, local, row[9] if row[9] != "-" else ""))
     for oid, relation in list(relations.items()):
         relations[oid] = _with(relation, columns=tuple(columns.get(oid, ())))
 
@@ -411,3 +412,33 @@ def large_object_fingerprint(conn: psycopg.Connection) -> str:
     """A fingerprint of every large object's contents: a re-sync copies everything again when it changes."""
     row = conn.execute(_large_objects_part(conn)).fetchone()
     return f"{row[1]}:{row[2]}" if row else ""
+
+
+SIZE_SAMPLE_ROWS = 1000
+
+
+def smaller_as_text(conn: psycopg.Connection, relations: list[Relation]) -> set[int]:
+    """Tables whose rows take fewer bytes as text COPY than as binary, judged on a sample of each.
+
+    Text wins for small numbers, short strings and NULLs (no 4-byte length per field); binary for bytea (half
+    the hex), timestamps and wide numbers. Over a slow link the bytes decide. One query for all the tables.
+    """
+    parts: list[sql.Composable] = []
+    for relation in relations:
+        columns = [column for column in relation.copied_columns if column.send_function]
+        if len(columns) != len(relation.copied_columns) or not columns:
+            continue
+        text = sql.SQL(" + ").join(
+            sql.SQL("coalesce(octet_length({}::text) + 1, 3)").format(sql.Identifier(column.name))
+            for column in columns)
+        binary = sql.SQL(" + ").join(
+            sql.SQL("coalesce(octet_length(pg_catalog.{}({})) + 4, 4)").format(
+                sql.Identifier(column.send_function), sql.Identifier(column.name)) for column in columns)
+        parts.append(sql.SQL("(SELECT {}::oid, sum({})::bigint, sum(2 + {})::bigint FROM (SELECT * FROM ONLY {} "
+                             "LIMIT {}) sample)").format(sql.Literal(relation.oid), text, binary, relation.identifier,
+                                                         sql.Literal(SIZE_SAMPLE_ROWS)))
+    if not parts:
+        return set()
+    rows = conn.execute(sql.SQL(" UNION ALL ").join(parts)).fetchall()
+    return {int(oid) for oid, text_bytes, binary_bytes in rows
+            if text_bytes is not None and binary_bytes is not None and text_bytes < binary_bytes}

@@ -45,6 +45,7 @@ from tether.errors import CommandFailed, ConfigError, TetherError
 from tether.native.binaries import client_program
 from tether.swap import cleanup_leftovers, scratch_name, swap_names
 from tether.sync import local as localdb
+from tether.sync import lockshim
 from tether.sync.anonymize import (
     NO_RULES,
     SALT_SETTING,
@@ -61,6 +62,7 @@ from tether.sync.catalog import (
     catalog_fingerprint,
     large_object_fingerprint,
     read_catalog,
+    smaller_as_text,
     table_sizes,
     with_sizes,
 )
@@ -177,6 +179,7 @@ class _Context:
     source_rtt: float = 0.0  # seconds per round trip to the source, measured in the plan phase
     data_started: float | None = None  # when the row streams started (perf_counter)
     archive_bytes: int = 0  # the size of pg_dump's archive: bytes from the source besides the rows
+    held_locks: frozenset[tuple[str, str]] = frozenset()  # (schema, table) the snapshot session has locked
 
     @property
     def admin(self) -> DatabaseAddress:
@@ -226,9 +229,17 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             binary = catalog.server.major == local.major
             large_objects = _large_objects_wanted(options, rules, catalog)
             plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
-            lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
+            held = [relation for relation in catalog.relations.values()
+                    if relation.kind in ("r", "p") and relation.oid not in plan.excluded_oids]
+            lock_tables(snap.conn, [relation.identifier for relation in held])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
+            source_rtt = _round_trip(snap.conn)
+            # Across a network the bytes decide: the big tables go as text where that is smaller.
+            big = [catalog.relations[copy.relation.oid] for copy in plan.copies if copy.binary]
+            big = [relation for relation in big if relation.bytes >= EARLY_TABLE_BYTES]
+            as_text = smaller_as_text(snap.conn, big) if binary and source_rtt >= SLOW_ROUND_TRIP else set()
+            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects,
+                              as_text=as_text)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
         confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
                 f"{source.masked_url()}?", yes=options.yes)
@@ -236,7 +247,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
         context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
                            options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest,
-                           source_rtt=_round_trip(snap.conn))
+                           source_rtt=source_rtt,
+                           held_locks=frozenset((relation.schema, relation.name) for relation in held))
         _fill_plan_summary(context)
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
@@ -334,10 +346,11 @@ def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
     pg_dump, pg_restore = _programs(context)
     archive = context.work_dir / "schema.dump"
     patterns = [exclude_table_pattern(relation) for relation in context.plan.excluded]
-    run_program(pg_dump_argv(pg_dump, context.source, snap.snapshot_id, archive, patterns,
-                             large_objects=context.plan.large_objects),
-                source_env(context.source), "pg_dump of the source schema",
-                "The source role needs SELECT on every table it copies (the readonly role has it).")
+    with _pg_dump_source(context, snap) as through:
+        run_program(pg_dump_argv(pg_dump, through, snap.snapshot_id, archive, patterns,
+                                 large_objects=context.plan.large_objects),
+                    source_env(through), "pg_dump of the source schema",
+                    "The source role needs SELECT on every table it copies (the readonly role has it).")
     context.archive_bytes = archive.stat().st_size
     toc = parse_toc(run_program(pg_restore_list_argv(pg_restore, archive), offline_env(), "pg_restore --list"))
     order = restore_phases(toc.entries, context.plan.skipped_foreign_keys)
@@ -347,6 +360,19 @@ def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
     # a change means a full sync (their metadata is in the script already).
     contents = large_object_fingerprint(snap.conn) if context.plan.large_objects else ""
     context.settings, context.schema_digest = archive_sql.settings, archive_sql.digest + contents
+
+
+@contextmanager
+def _pg_dump_source(context: _Context, snap: SourceSnapshot) -> Iterator[DatabaseAddress]:
+    """Where pg_dump reads the source: through the lock shim when the source is across a network (see
+    tether.sync.lockshim), else directly."""
+    if context.source_rtt < SLOW_ROUND_TRIP or not lockshim.usable(context.source):
+        yield context.source
+        return
+    with lockshim.LockShim(context.source, context.held_locks) as shim:
+        yield lockshim.shim_address(context.source, shim.port, snap.conn.info.password)
+    context.summary.notes.append(f"pg_dump's {shim.answered} table locks were already held by the sync's snapshot "
+                                 "session: answered on this machine, not across the network")
 
 
 def _full_sync_reason(context: _Context, previous: SyncState | None, snap: SourceSnapshot) -> str | None:

@@ -113,10 +113,11 @@ def _matching(relations: Iterable[Relation], patterns: Sequence[str], flag: str)
 
 
 def build_plan(catalog: SourceCatalog, selection: Selection, rules: Mapping[int, Mapping[str, Rule]],
-               *, binary_allowed: bool, large_objects: bool = True) -> SyncPlan:
+               *, binary_allowed: bool, large_objects: bool = True, as_text: set[int] | None = None) -> SyncPlan:
     """Apply the patterns; partitions follow their root, views follow the tables they read.
 
     ``large_objects``: copy the source's large objects (every one must be readable by the source role).
+    ``as_text``: tables whose rows are smaller as text COPY (sent so over a slow link).
     """
     selectable = [relation for relation in catalog.relations.values() if relation.partition_root is None]
     chosen = ({relation.oid for relation in selectable} if not selection.tables
@@ -193,7 +194,8 @@ def build_plan(catalog: SourceCatalog, selection: Selection, rules: Mapping[int,
         if not has_data(oid):
             continue
         table_rules = rules.get(oid, {})
-        copies.append(TableCopy(relation, table_rules, binary_allowed and relation.binary_safe))
+        binary = binary_allowed and relation.binary_safe and oid not in (as_text or set())
+        copies.append(TableCopy(relation, table_rules, binary))
         rules_applied.extend(applied_rules(relation, table_rules))
     copies.sort(key=lambda copy: (-catalog.load_weight(copy.relation), copy.name))
     schema_only = [relation for oid, relation in catalog.relations.items()
