@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -15,7 +16,7 @@ FIRST_INITDB_OID = 10000  # FirstGenbkiObjectId: below it, types are the same on
 # a range's subtype, a multirange's range), and whether binary COPY works for all of it: (type, portable, local).
 BINARY_TYPES = """
     WITH RECURSIVE tree(root, member) AS (
-        SELECT t, t FROM unnest(%s::oid[]) AS t
+        SELECT t, t FROM ({types}) AS roots(t)
       UNION
         SELECT tree.root, child.oid
         FROM tree JOIN pg_type t ON t.oid = tree.member
@@ -29,7 +30,7 @@ BINARY_TYPES = """
         ) AS child(oid)
     )
     SELECT tree.root,
-           bool_and(t.typsend <> 0 AND t.typreceive <> 0 AND t.oid < %s AND left(t.typname, 3) <> 'reg'),
+           bool_and(t.typsend <> 0 AND t.typreceive <> 0 AND t.oid < {initdb} AND left(t.typname, 3) <> 'reg'),
            bool_and(t.typsend <> 0 AND t.typreceive <> 0)
     FROM tree JOIN pg_type t ON t.oid = tree.member
     GROUP BY tree.root
@@ -197,14 +198,20 @@ class SourceCatalog:
         return relation.partition_root if relation.partition_root is not None else oid
 
 
+_SERVER_INFO = """SELECT current_setting('server_version_num')::int, pg_postmaster_start_time()::text, d.oid, d.datname,
+                         pg_encoding_to_char(d.encoding), current_user
+                  FROM pg_database d WHERE d.datname = current_database()"""
+
+
+def _server_from(row: tuple[Any, ...], identifier: str | None) -> ServerInfo:
+    return ServerInfo(row[0], identifier, row[1], row[2], row[3], row[4], row[5])
+
+
 def server_info(conn: psycopg.Connection) -> ServerInfo:
     """Version, identity (system identifier, start time, database oid) and encoding of the connected server."""
-    row = conn.execute(
-        """SELECT current_setting('server_version_num')::int, pg_postmaster_start_time()::text, d.oid, d.datname,
-                  pg_encoding_to_char(d.encoding), current_user
-           FROM pg_database d WHERE d.datname = current_database()""").fetchone()
+    row = conn.execute(_SERVER_INFO).fetchone()
     assert row is not None
-    return ServerInfo(row[0], system_identifier(conn), row[1], row[2], row[3], row[4], row[5])
+    return _server_from(row, system_identifier(conn))
 
 
 def system_identifier(conn: psycopg.Connection) -> str | None:
@@ -217,10 +224,17 @@ def system_identifier(conn: psycopg.Connection) -> str | None:
     return str(row[0]) if row else None
 
 
-def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
-    """Everything the sync needs to know about the source's relations, in the connection's snapshot."""
-    relations: dict[int, Relation] = {}
-    for row in conn.execute(sql.SQL("""
+# The relations a sync considers, as a subquery every catalog query below can use: so that they can all be sent
+# at once (one round trip in pipeline mode) instead of one after the other.
+_RELATION_OIDS = sql.SQL("""
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm', 'f') AND c.relpersistence <> 't' AND {}""").format(_USER_NAMESPACES)
+
+
+def _catalog_queries() -> dict[str, sql.SQL | sql.Composed]:
+    oids = _RELATION_OIDS
+    return {
+        "relations": sql.SQL("""
             SELECT c.oid, n.nspname, c.relname, c.relkind, c.relpersistence,
                    CASE WHEN c.relispartition THEN pg_partition_root(c.oid)::oid END,
                    EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -229,31 +243,22 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
                    (SELECT coalesce(e.extcondition[array_position(e.extconfig, c.oid)], '') FROM pg_extension e
                     WHERE c.oid = ANY(e.extconfig))
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'm', 'f') AND c.relpersistence <> 't' AND {}
-            ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES)):
-        relations[row[0]] = Relation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8],
-                                     readable=bool(row[9]), extension_condition=row[10])
-    columns: dict[int, list[Column]] = {}
-    oids = list(relations)
-    rows = conn.execute("""
+            WHERE c.oid IN ({})
+            ORDER BY n.nspname, c.relname""").format(oids),
+        "columns": sql.SQL("""
             SELECT a.attrelid, a.attname, a.attnum, format_type(a.atttypid, a.atttypmod),
                    coalesce(bt.typname, t.typname), coalesce(bt.typcategory, t.typcategory), a.attnotnull,
                    a.attgenerated <> '', a.atttypid, t.typsend::regproc::text
             FROM pg_attribute a
             JOIN pg_type t ON t.oid = a.atttypid
             LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
-            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attrelid, a.attnum""", (oids,)).fetchall()
-    binary = {row[0]: (bool(row[1]), bool(row[2])) for row in conn.execute(
-        BINARY_TYPES, (sorted({row[8] for row in rows}), FIRST_INITDB_OID))}
-    for row in rows:
-        portable, local = binary.get(row[8], (False, False))
-        columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-                                                     portable, local, row[9] if row[9] != "-" else ""))
-    for oid, relation in list(relations.items()):
-        relations[oid] = _with(relation, columns=tuple(columns.get(oid, ())))
-
-    sequences = [Sequence(*row) for row in conn.execute(sql.SQL("""
+            WHERE a.attrelid IN ({}) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attrelid, a.attnum""").format(oids),
+        "binary": sql.SQL(BINARY_TYPES).format(
+            types=sql.SQL("SELECT DISTINCT atttypid FROM pg_attribute WHERE attrelid IN ({}) AND attnum > 0 "
+                          "AND NOT attisdropped").format(oids),
+            initdb=sql.Literal(FIRST_INITDB_OID)),
+        "sequences": sql.SQL("""
             SELECT c.oid, n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT'), d.refobjid, a.attname
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
@@ -262,71 +267,117 @@ def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
             WHERE c.relkind = 'S' AND {}
               AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
                                                          AND e.objid = c.oid AND e.deptype = 'e')
-            ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES))]
-    foreign_keys = [ForeignKey(*row) for row in conn.execute(
-        "SELECT oid, conname, conrelid, confrelid FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s)",
-        (oids,))]
-    dependent_views: dict[int, set[int]] = {}
-    for view, relation in conn.execute("""
+            ORDER BY n.nspname, c.relname""").format(_USER_NAMESPACES),
+        "foreign_keys": sql.SQL("SELECT oid, conname, conrelid, confrelid FROM pg_constraint WHERE contype = 'f' "
+                                "AND conrelid IN ({})").format(oids),
+        "dependent_views": sql.SQL("""
             SELECT DISTINCT rw.ev_class, d.refobjid
             FROM pg_rewrite rw JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
-            WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class AND rw.ev_class >= %s""",
-                                       (FIRST_USER_OID,)):
-        dependent_views.setdefault(relation, set()).add(view)
-    unique_columns = {(row[0], row[1]) for row in conn.execute("""
+            WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> rw.ev_class AND rw.ev_class >= {}""").format(
+            sql.Literal(FIRST_USER_OID)),
+        "unique_columns": sql.SQL("""
             SELECT i.indrelid, a.attname FROM pg_index i
             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
             WHERE i.indisunique AND i.indnkeyatts = 1 AND i.indexprs IS NULL AND i.indpred IS NULL
-              AND i.indrelid = ANY(%s)""", (oids,))}
-    index_owners = {(row[0], row[1]): row[2] for row in conn.execute("""
-            SELECT 'pg_class'::regclass::oid, indexrelid, indrelid FROM pg_index WHERE indrelid = ANY(%s)
+              AND i.indrelid IN ({})""").format(oids),
+        "index_owners": sql.SQL("""
+            SELECT 'pg_class'::regclass::oid, indexrelid, indrelid FROM pg_index WHERE indrelid IN ({oids})
             UNION ALL
             SELECT 'pg_constraint'::regclass::oid, oid, conrelid FROM pg_constraint
-            WHERE contype IN ('p', 'u', 'x') AND conrelid = ANY(%s)""", (oids, oids))}
-    inheritance_parents: dict[int, list[int]] = {}
-    for child, parent in conn.execute("SELECT inhrelid, inhparent FROM pg_inherits WHERE inhrelid = ANY(%s)",
-                                      (oids,)):
-        inheritance_parents.setdefault(child, []).append(parent)
-    index_kinds = {row[0]: (int(row[1]), int(row[2])) for row in conn.execute("""
+            WHERE contype IN ('p', 'u', 'x') AND conrelid IN ({oids})""").format(oids=oids),
+        "inheritance": sql.SQL("SELECT inhrelid, inhparent FROM pg_inherits WHERE inhrelid IN ({})").format(oids),
+        "index_kinds": sql.SQL("""
             SELECT i.indrelid, count(*) FILTER (WHERE am.amname NOT IN ('gin', 'gist', 'spgist')),
                    count(*) FILTER (WHERE am.amname IN ('gin', 'gist', 'spgist'))
             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
-            WHERE i.indrelid = ANY(%s) GROUP BY i.indrelid""", (oids,))}
-    extensions = {str(name): str(version) for name, version in conn.execute(
-        "SELECT extname, extversion FROM pg_extension")}
-    large_objects, unreadable = large_object_access(conn)
-    others = conn.execute("""
-        SELECT (SELECT count(*) FROM pg_publication),
-               (SELECT coalesce(array_agg(subname ORDER BY subname), '{}') FROM pg_subscription
-                WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
-               (SELECT coalesce(array_agg(DISTINCT t.spcname ORDER BY t.spcname), '{}') FROM pg_class c
-                JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.reltablespace <> 0
-                  AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace))""").fetchone()
-    assert others is not None
-    return SourceCatalog(server_info(conn), relations, sequences, foreign_keys, dependent_views, unique_columns,
-                         rls_restricted(conn, oids), index_owners, inheritance_parents, index_kinds, extensions,
+            WHERE i.indrelid IN ({}) GROUP BY i.indrelid""").format(oids),
+        "extensions": sql.SQL("SELECT extname, extversion FROM pg_extension"),
+        "large_objects": _LARGE_OBJECT_ACCESS,
+        "others": sql.SQL("""
+            SELECT (SELECT count(*) FROM pg_publication),
+                   (SELECT coalesce(array_agg(subname ORDER BY subname), '{}') FROM pg_subscription
+                    WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())),
+                   (SELECT coalesce(array_agg(DISTINCT t.spcname ORDER BY t.spcname), '{}') FROM pg_class c
+                    JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.reltablespace <> 0
+                      AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'pg_toast'::regnamespace))"""),
+        "rls": _rls_query(oids),
+        "server": sql.SQL(_SERVER_INFO),
+    }
+
+
+def _pipelined(conn: psycopg.Connection,
+               queries: dict[str, sql.SQL | sql.Composed]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every query's rows, the queries sent together (one round trip in pipeline mode)."""
+    with conn.pipeline():
+        cursors = {name: conn.execute(query) for name, query in queries.items()}
+        return {name: cursor.fetchall() for name, cursor in cursors.items()}
+
+
+def read_catalog(conn: psycopg.Connection) -> SourceCatalog:
+    """Everything the sync needs to know about the source's relations, in the connection's snapshot.
+
+    The queries travel together: two round trips in all (the system identifier, which a role may not be
+    allowed to read, is asked on its own), which matters when production is far away.
+    """
+    found = _pipelined(conn, _catalog_queries())
+    relations: dict[int, Relation] = {}
+    for row in found["relations"]:
+        relations[row[0]] = Relation(row[0], row[1], row[2], row[3], row[4], row[5], row[6], int(row[7]), row[8],
+                                     readable=bool(row[9]), extension_condition=row[10])
+    binary = {row[0]: (bool(row[1]), bool(row[2])) for row in found["binary"]}
+    columns: dict[int, list[Column]] = {}
+    for row in found["columns"]:
+        portable, local = binary.get(row[8], (False, False))
+        columns.setdefault(row[0], []).append(Column(row[1], row[2], row[3], row[4], row[5], row[6], row[7],
+                                                     portable, local, row[9] if row[9] != "-" else ""))
+    for oid, relation in list(relations.items()):
+        relations[oid] = _with(relation, columns=tuple(columns.get(oid, ())))
+    sequences = [Sequence(*row) for row in found["sequences"]]
+    foreign_keys = [ForeignKey(*row) for row in found["foreign_keys"]]
+    dependent_views: dict[int, set[int]] = {}
+    for view, relation in found["dependent_views"]:
+        dependent_views.setdefault(relation, set()).add(view)
+    unique_columns = {(row[0], row[1]) for row in found["unique_columns"]}
+    index_owners = {(row[0], row[1]): row[2] for row in found["index_owners"]}
+    inheritance_parents: dict[int, list[int]] = {}
+    for child, parent in found["inheritance"]:
+        inheritance_parents.setdefault(child, []).append(parent)
+    index_kinds = {row[0]: (int(row[1]), int(row[2])) for row in found["index_kinds"]}
+    extensions = {str(name): str(version) for name, version in found["extensions"]}
+    large_objects, unreadable = _large_objects_from(found["large_objects"][0])
+    others = found["others"][0]
+    server = _server_from(found["server"][0], system_identifier(conn))
+    return SourceCatalog(server, relations, sequences, foreign_keys, dependent_views, unique_columns,
+                         {row[0] for row in found["rls"]}, index_owners, inheritance_parents, index_kinds, extensions,
                          large_objects, unreadable, int(others[0]), list(others[1]), list(others[2]))
+
+
+_LARGE_OBJECT_ACCESS = sql.SQL("""
+    SELECT count(*), coalesce(array_agg(m.oid ORDER BY m.oid) FILTER (WHERE NOT (
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+               OR current_setting('lo_compat_privileges')::boolean
+               OR pg_has_role(m.lomowner, 'USAGE')
+               OR EXISTS (SELECT 1 FROM aclexplode(coalesce(m.lomacl, acldefault('L', m.lomowner))) a
+                          WHERE a.privilege_type = 'SELECT'
+                            AND CASE WHEN a.grantee = 0 THEN true ELSE pg_has_role(a.grantee, 'USAGE') END))),
+               '{}')
+    FROM pg_largeobject_metadata m""")
+
+
+def _large_objects_from(row: tuple[Any, ...]) -> tuple[int, list[int]]:
+    return int(row[0]), [int(oid) for oid in row[1]]
 
 
 def large_object_access(conn: psycopg.Connection) -> tuple[int, list[int]]:
     """How many large objects the database holds, and those the connected role may not read (as PostgreSQL 15
     decides: superuser, lo_compat_privileges, the owner's privileges, or SELECT granted to it or PUBLIC)."""
-    row = conn.execute("""
-        SELECT count(*), coalesce(array_agg(m.oid ORDER BY m.oid) FILTER (WHERE NOT (
-                   (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-                   OR current_setting('lo_compat_privileges')::boolean
-                   OR pg_has_role(m.lomowner, 'USAGE')
-                   OR EXISTS (SELECT 1 FROM aclexplode(coalesce(m.lomacl, acldefault('L', m.lomowner))) a
-                              WHERE a.privilege_type = 'SELECT'
-                                AND CASE WHEN a.grantee = 0 THEN true ELSE pg_has_role(a.grantee, 'USAGE') END))),
-                   '{}')
-        FROM pg_largeobject_metadata m""").fetchone()
+    row = conn.execute(_LARGE_OBJECT_ACCESS).fetchone()
     assert row is not None
-    return int(row[0]), [int(oid) for oid in row[1]]
+    return _large_objects_from(row)
 
 
-def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
-    """Tables where row-level security may hide rows from the connected role.
+def _rls_query(oids: sql.Composable) -> sql.Composed:
+    """Tables (among ``oids``, a subquery) where row-level security may hide rows from the connected role.
 
     A role sees every row when it bypasses RLS (superuser, BYPASSRLS, or owner of a table that does not
     FORCE it), or when a permissive SELECT policy for it says ``USING (true)`` and no restrictive one says
@@ -334,9 +385,9 @@ def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
     """
     applies = sql.SQL(
         "(p.polroles = '{{0}}' OR EXISTS (SELECT 1 FROM unnest(p.polroles) r WHERE pg_has_role(r, 'USAGE')))")
-    rows = conn.execute(sql.SQL("""
+    return sql.SQL("""
         SELECT c.oid FROM pg_class c
-        WHERE c.oid = ANY(%s) AND c.relrowsecurity
+        WHERE c.oid IN ({oids}) AND c.relrowsecurity
           AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
           AND NOT (pg_has_role(c.relowner, 'USAGE') AND NOT c.relforcerowsecurity)
           AND NOT (
@@ -346,7 +397,12 @@ def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
               AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND NOT p.polpermissive
                         AND p.polcmd IN ('r', '*') AND {applies}
                         AND coalesce(pg_get_expr(p.polqual, p.polrelid), 'true') <> 'true'))""").format(
-        applies=applies), (oids,))
+        oids=oids, applies=applies)
+
+
+def rls_restricted(conn: psycopg.Connection, oids: list[int]) -> set[int]:
+    """Tables of ``oids`` where row-level security may hide rows from the connected role (see _rls_query)."""
+    rows = conn.execute(_rls_query(sql.SQL("SELECT unnest({}::oid[])").format(sql.Literal(oids))))
     return {row[0] for row in rows}
 
 
