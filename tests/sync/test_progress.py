@@ -40,6 +40,17 @@ def test_terminal_shows_a_bar_per_table_with_rows_bytes_and_speed():
     tasks = {task.description.strip(): task for task in progress._progress.tasks}
     odd = tasks[r"app.\[odd]"]
     assert odd.completed == 8192 and odd.fields["rows"] == "20 rows"
+    # One bar counts every byte from the source, with its rate: what a slow link limits.
+    assert tasks["from the source"].completed == 8192
     progress.finish_table("app.[odd]", 20, 8192)
-    assert tasks["tables"].completed == 1 and len(progress._progress.tasks) == 1
+    assert tasks["tables"].completed == 1 and len(progress._progress.tasks) == 2
     progress.stop_tables()
+
+
+def test_off_a_terminal_the_transfer_rate_is_printed_now_and_then(capsys):
+    progress = SyncProgress(bars=False)
+    progress.advance_table("app.big", 100 * 1024 * 1024, 10)
+    assert "received" not in capsys.readouterr().err
+    progress.advance_table("app.big", 50 * 1024 * 1024, 20)
+    line = capsys.readouterr().err
+    assert "received 157 MB from the source" in line and "Mbit/s" in line

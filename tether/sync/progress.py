@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 BIG_TABLE_LINE = 64 * 1024 * 1024  # off a terminal, tables at least this big get a line of their own
+RATE_LINE_BYTES = 128 * 1024 * 1024  # off a terminal, a line with the transfer rate every this many bytes
 
 
 class SyncProgress:
@@ -27,7 +28,11 @@ class SyncProgress:
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._tasks: dict[str, TaskID] = {}
+        self._received: TaskID | None = None
         self._started = time.perf_counter()
+        self._bytes = 0
+        self._bytes_since = 0.0
+        self._next_rate_line = RATE_LINE_BYTES
 
     @property
     def console(self) -> Any:
@@ -68,11 +73,23 @@ class SyncProgress:
                                   TimeElapsedColumn(), console=self.console, transient=True)
         self._progress.start()
         self._overall = self._progress.add_task("tables", total=count, rows="")
+        self._received = self._progress.add_task("from the source", total=None, rows="")
 
     def advance_table(self, name: str, size: int, rows: int) -> None:
+        with self._lock:
+            if not self._bytes:
+                self._bytes_since = time.perf_counter()
+            self._bytes += size
+            total = self._bytes
         progress = self._progress
         if progress is None:
+            if not self.quiet and total >= self._next_rate_line:
+                self._next_rate_line += RATE_LINE_BYTES
+                elapsed = max(time.perf_counter() - self._bytes_since, 1e-6)
+                self.phase(f"received {total / 1e6:,.0f} MB from the source ({total * 8 / elapsed / 1e6:,.0f} Mbit/s)")
             return
+        if self._received is not None:
+            progress.update(self._received, advance=size)
         with self._lock:
             task = self._tasks.get(name)
             if task is None:
