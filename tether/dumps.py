@@ -39,6 +39,7 @@ from tether.native import binaries
 from tether.native.binaries import client_install_hint, client_program
 from tether.paths import dumps_dir
 from tether.secrets import mask_text
+from tether.workdirs import private_workdir
 
 ProgressCallback = Callable[[int], None]
 """Called now and then with the bytes written so far (dump file size, or the restored database's size)."""
@@ -413,7 +414,7 @@ def restore_dump(archive: str | Path, target: DatabaseAddress, *, jobs: int = 1,
     scratch_db = swap.scratch_name(target.database, "restore")
     scratch = target.with_database(scratch_db)
     unchanged = f"{target.database!r} is unchanged."
-    with tempfile.TemporaryDirectory(prefix="tether-restore-") as work:
+    with private_workdir("restore") as work:
         listing = archive_toc.run_program(archive_toc.pg_restore_list_argv(program, path), archive_toc.offline_env(),
                                           f"pg_restore --list {path.name}")
         toc = archive_toc.parse_toc(listing)

@@ -6,9 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +21,7 @@ from tether.processes import pid_exists
 from tether.sync.engine import sync
 from tether.sync.local import snapshot_name, spare_name
 from tether.sync.reset import reset
+from tether.workdirs import work_root
 
 from .conftest import database_names, execute, table_digest
 
@@ -173,6 +176,7 @@ def test_kill_9_mid_sync_leaves_the_old_database_untouched(sync_servers, sync_op
     execute(dest, "CREATE TABLE precious (id int PRIMARY KEY, note text); "
                   "INSERT INTO precious SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
     before = table_digest(dest, "precious")
+    started = time.time()
     process = subprocess.Popen([sys.executable, "-c", SYNC_SCRIPT, source.url(), dest.url()],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
     try:
@@ -195,9 +199,17 @@ def test_kill_9_mid_sync_leaves_the_old_database_untouched(sync_servers, sync_op
     leftovers = [name for name in database_names(sync_servers.dest_admin, dest.database)
                  if name != dest.database]
     assert leftovers and all("__tether_sync_" in name for name in leftovers)
+    # What the killed sync held on disk (pg_dump's archive, spooled rows) is in the project's private work
+    # directory, never in /tmp; the next command removes it.
+    killed = [entry for entry in work_root().iterdir() if entry.name.startswith(f"sync-{process.pid}-")]
+    assert killed and all(oct(entry.stat().st_mode & 0o777) == "0o700" for entry in killed)
+    assert not [entry for entry in Path(tempfile.gettempdir()).iterdir()
+                if entry.name.startswith(("tether-sync-", "tether-spool-")) and entry.stat().st_uid == os.getuid()
+                and entry.stat().st_mtime > started]
 
     summary = sync(source, dest, sync_options(anonymize=False))
     assert summary.verified
+    assert not any(entry.exists() for entry in killed)
     assert database_names(sync_servers.dest_admin, dest.database) == sorted(
         [dest.database, snapshot_name(dest.database), spare_name(dest.database)])
     assert execute(dest, "SELECT to_regclass('precious') IS NULL") == [(True,)]

@@ -282,24 +282,6 @@ class RowStreams:
             target.on_committed(copy)
 
 
-def copy_tables(source: DatabaseAddress, snapshot_id: str, dest: DatabaseAddress, copies: Sequence[TableCopy],
-                settings: CopySettings, progress: SyncProgress,
-                on_committed: Callable[[TableCopy], None] | None = None,
-                wait_for: Callable[[TableCopy], None] | None = None) -> dict[str, CopyResult]:
-    """Copy ``copies`` (in this order, across ``settings.jobs`` workers) straight into ``dest``; each table's result.
-
-    Each table is committed on its own (cheap: local commits do not wait for the disk), so that
-    ``on_committed`` can start building its indexes while the others are still being copied.
-    ``wait_for(copy)`` returns once the table exists locally (it may still be being created).
-    """
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="tether-spool-") as spool:
-        streams = RowStreams(source, snapshot_id, copies, settings, progress, Path(spool))
-        streams.attach(dest, wait_for, on_committed)
-        return streams.start().finish()
-
-
 def load_spooled(dst: psycopg.Connection, copy: TableCopy, path: Path, settings: CopySettings, rows: int) -> int:
     """A spooled COPY stream of ``rows`` rows into its table (in the caller's transaction); returns the rows the
     table held before."""

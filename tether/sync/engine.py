@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,6 +105,7 @@ from tether.sync.snapshot import (
     lock_tables,
 )
 from tether.sync.summary import SyncSummary
+from tether.workdirs import private_workdir
 
 DROP_RETIRED = ("background", "now")
 EARLY_TABLE_BYTES = 1024 * 1024  # tables this big are created first and filled while the others are created
@@ -219,7 +219,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                           snapshot_database=localdb.snapshot_name(dest.database) if options.snapshot else None,
                           anonymized=options.anonymize,
                           jobs=options.jobs)
-    with tempfile.TemporaryDirectory(prefix="tether-sync-") as work_dir, exported_snapshot(source) as snap:
+    with private_workdir("sync") as work_dir, exported_snapshot(source) as snap:
         with phases("plan"):
             catalog = read_catalog(snap.conn)
             catalog_digest = catalog_fingerprint(snap.conn)
