@@ -133,14 +133,19 @@ def connections_from(server: RunningPostgres, pids: list[int]) -> int:
     return int(row[0])
 
 
-def check_the_switch(app: App, old_port: str, new_port: str, switched_at: float) -> dict[str, float]:
-    """The app followed: its next query on the new target within a second, none failed, none came back late."""
+def check_the_switch(app: App, old_port: str, new_port: str, switched_at: float,
+                     completed_at: float) -> dict[str, float]:
+    """The app followed: its next query on the new target within a second, none failed, none came back late.
+
+    ``switched_at`` is when the state file was replaced, ``completed_at`` when ``.env`` followed it: readers keep
+    their answer until both agree (a loaded machine can put more than the clock slack between the two).
+    """
     records = list(app.records)
     failed = [record for record in records if record["error"]]
     assert failed == [], f"{app.name}: failed queries {failed[:3]}"
     first_new = min(record["end"] for record in records if record["port"] == new_port and record["end"] > switched_at)
     assert first_new - switched_at < FOLLOW_WITHIN_SECONDS, f"{app.name} took {first_new - switched_at:.3f} s"
-    started_after = [record for record in records if record["start"] > switched_at + CLOCK_SLACK_SECONDS]
+    started_after = [record for record in records if record["start"] > completed_at + CLOCK_SLACK_SECONDS]
     assert started_after and all(record["port"] == new_port for record in started_after), app.name
     # The long query in flight at the switch finished where it started.
     spanning = [record for record in records if record["kind"] == "long"
@@ -169,10 +174,11 @@ def test_running_apps_follow_the_switches_without_a_restart(env_project: EnvProj
                                           (["target.local"], production_port, local_port, production_server)):
         invoke(env_project, *command)
         switched_at = state_file.stat().st_mtime_ns / 1e9
+        completed_at = max(switched_at, (env_project.root / ".env").stat().st_mtime_ns / 1e9)
         wait_for(lambda at=switched_at, port=new: all(app.answered(port, at) for app in apps),  # type: ignore[misc]
                  10, f"every app on port {new}", apps)
         time.sleep(0.8)  # let the long queries that spanned the switch finish
-        results = {app.name: check_the_switch(app, old, new, switched_at) for app in apps}
+        results = {app.name: check_the_switch(app, old, new, switched_at, completed_at) for app in apps}
         for name, result in results.items():
             measured[name].append(result["follow_seconds"])
         # Once the requests that started there ended, nothing stays connected to the old target.
