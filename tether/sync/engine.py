@@ -109,6 +109,7 @@ from tether.workdirs import private_workdir
 
 DROP_RETIRED = ("background", "now")
 EARLY_TABLE_BYTES = 1024 * 1024  # tables this big are created first and filled while the others are created
+PRESTREAM_RTT = 0.0  # rows start before the schema exists whatever the distance to the source (see _sync)
 SLOW_ROUND_TRIP = 0.002  # seconds: beyond this the source is across a network, and round trips are worth hiding
 
 
@@ -256,7 +257,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                     else localdb.read_state(context.admin, context.snapshot_db))
         # A sync that will copy everything starts reading rows now, while pg_dump reads the schema (seconds of
         # round trips when production is far away); they are spooled until the local tables exist.
-        streams = _start_streams(context, snap) if previous is None else None
+        streams = _start_streams(context, snap) if previous is None and context.source_rtt >= PRESTREAM_RTT else None
         with ThreadPoolExecutor(max_workers=1) as pool:
             # While pg_dump runs: a first sync creates its scratch database, a re-sync looks for changes
             # (wasted only when the schema turns out to have changed).
