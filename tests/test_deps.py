@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.version import Version
 
 from tether.deps import build_backend_warning, lock_argv, locked_versions, plan_upgrade, refresh_lock
@@ -111,3 +112,18 @@ def test_the_task_reports_an_unknown_package_without_a_traceback(project: Path) 
     assert result.returncode == 1
     assert "nosuchpkg: no such package in uv.lock" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_locked_uv_builds_the_project_itself() -> None:
+    # A lock that moves uv to another minor version (say, a Dependabot pull request) must move uv_build's range too.
+    assert build_backend_warning(REPO, locked_versions(REPO / "uv.lock")["uv"]) is None
+
+
+def test_dependabot_watches_the_lock_and_the_workflow_actions() -> None:
+    config_file = REPO / ".github" / "dependabot.yml"
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.dependabot",
+                             str(config_file)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    updates = {entry["package-ecosystem"]: entry for entry in yaml.safe_load(config_file.read_text())["updates"]}
+    assert set(updates) == {"uv", "github-actions"}
+    assert all(entry["directory"] == "/" for entry in updates.values())  # uv.lock and .github/workflows/
