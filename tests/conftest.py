@@ -7,6 +7,7 @@ One PostgreSQL server per test session (a fresh database per test), more on dema
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -33,10 +34,51 @@ FAST_TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_wr
                       "max_connections": "60", "shared_buffers": "64MB"}
 
 
+def _port_range() -> range:
+    """This process's ports for test servers.
+
+    Below the kernel's ephemeral range, so no client connection (the tests open thousands) takes one between
+    ``free_port()`` and the server's bind; and a slice of its own per pytest-xdist worker, so two workers never
+    pick the same one.
+    """
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    width = max(100, (ephemeral_low - PORTS_FROM) // WORKER_SLICES)
+    start = PORTS_FROM + (index % WORKER_SLICES) * width
+    return range(start, min(start + width, ephemeral_low))
+
+
+PORTS_FROM = 10000
+WORKER_SLICES = 16
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A local port nothing listens on now, never handed out before in this process."""
+    candidates = [port for port in _port_range() if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port left in {_port_range()}")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """`serial` tests all run in one pytest-xdist worker (`--dist loadgroup`, as `invoke test` runs the suite).
+
+    Marked as each test is collected, so the group is there whenever pytest-xdist reads it.
+    """
+    if item.get_closest_marker("serial"):
+        item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from tether.native import stack
 from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.serial  # one module-scoped stack, used by its tests in order: they stay on one worker
 
 
 def _write_stack_file(root: Path, ports: dict[str, int], extra: str = "") -> None:
