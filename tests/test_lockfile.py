@@ -79,7 +79,7 @@ def _project_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(("old", "new"), [
     ('    "redis>=5",\n', '    "redis>=5",\n    "six>=1.16",\n'),
-    ('    "pytest>=8",\n', '    "pytest>=8",\n    "six>=1.16",\n'),
+    ('    "pytest-xdist>=3.5",\n', '    "pytest-xdist>=3.5",\n    "six>=1.16",\n'),
     ('    "redis>=5",\n', '    "redis>=99",\n'),
     ('    "redis>=5",\n', ""),
 ], ids=["new-dependency", "new-test-dependency", "tightened-beyond-the-locked-version", "removed-dependency"])
