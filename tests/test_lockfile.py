@@ -31,6 +31,7 @@ def uv(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subpr
     program = VENV_BIN / "uv"
     assert program.exists(), f"{program} is missing: run ./dev --bootstrap"
     environment = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_OFFLINE": "1", **(env or {})}
+    environment.setdefault("UV_SYSTEM_CERTS", "1")
     return subprocess.run([str(program), *args], cwd=cwd, env=environment, capture_output=True, text=True,
                           check=False, timeout=120)
 

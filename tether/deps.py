@@ -23,6 +23,10 @@ from tether.lockfile import LOCK_FILE, canonical_name, load_lock, version_change
 PULUMI_MOCK_TESTS = ("tests/pulumi", "tests/test_policy.py")
 
 
+# uv never downloads a Python of its own here, and trusts the system's certificates as pip does (./dev sets the same).
+UV_ENV = {"UV_PYTHON_DOWNLOADS": "never", "UV_SYSTEM_CERTS": os.environ.get("UV_SYSTEM_CERTS", "1")}
+
+
 @dataclass(frozen=True)
 class LockRefresh:
     changes: list[tuple[str, str | None, str | None]]  # (package, old version, new version)
@@ -95,7 +99,7 @@ def refresh_lock(root: Path, packages: Sequence[str], *, uv: str | None = None,
     before = locked_versions(lock_path)
     argv = lock_argv(uv or uv_program(), packages)
     completed = subprocess.run(argv, cwd=root, capture_output=True, text=True, check=False,
-                               env={**os.environ, "UV_PYTHON_DOWNLOADS": "never", **(env or {})})
+                               env={**os.environ, **UV_ENV, **(env or {})})
     if completed.returncode != 0:
         tail = "\n".join(completed.stderr.strip().splitlines()[-8:])
         raise TetherError(f"`{' '.join(argv[1:])}` failed (exit {completed.returncode}); uv.lock is unchanged. "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from invoke import Context, task
@@ -34,6 +35,7 @@ def upgrade(c: Context, package: list[str] | None = None, workers: str = "auto")
     out.print(f"uv.lock: {len(refresh.changes)} change(s)")
     for name, old, new in refresh.changes:
         out.print(f"  {name:<32} {old or '(new)':>14} -> {new or '(removed)'}")
+    os.environ.update(deps.UV_ENV)  # for `uv sync` below
     results = run_plan(deps.plan_upgrade(uv=deps.uv_program(), python=sys.executable, workers=workers),
                        fail_fast=True)
     for result in results:
