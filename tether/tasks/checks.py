@@ -16,7 +16,7 @@ def _run(argv: list[str]) -> int:
 @task(help={
     "k": "only tests matching this expression (pytest -k)",
     "path": "a test file or folder (default: tests/)",
-    "workers": "pytest-xdist workers: `auto` (one per core, the default), a number, or 0 for a single process",
+    "workers": "pytest-xdist workers: `auto` (one more than cores, the default), a number, or 0 for one process",
     "fast": "leave out the tests marked slow",
 })
 def test(c: Context, k: str = "", path: str = "tests", workers: str = "auto", fast: bool = False) -> None:

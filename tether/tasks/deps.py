@@ -15,7 +15,7 @@ from tether.tasks.boundary import domain_errors
 
 @task(iterable=["package"], help={
     "package": "upgrade only this package (repeatable); without it, every package moves to its newest allowed version",
-    "workers": "pytest-xdist workers for the fast tests: a number, `auto` (one per core) or 0 (default: auto)",
+    "workers": "pytest-xdist workers for the fast tests: `auto` (one more than cores, the default), a number, or 0",
 })
 @domain_errors
 def upgrade(c: Context, package: list[str] | None = None, workers: str = "auto") -> None:
