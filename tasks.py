@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from tether.tasks import bench, checks, devstack, dumps, proxy, schema, stacks, sync
+from tether.tasks import bench, checks, deps, devstack, dumps, proxy, schema, stacks, sync
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
 from tether.tasks import redis as redis_tasks
@@ -21,6 +21,7 @@ ns.add_collection(target)
 ns.add_collection(Collection("db", schema.init, schema.status, dumps.dump, dumps.restore, dumps.dumps, sync.reset))
 ns.add_collection(Collection("redis", redis_tasks.save))
 ns.add_collection(Collection.from_module(proxy), name="proxy")
+ns.add_collection(Collection("deps", deps.upgrade))
 
 # Every configurable key, so invoke.yaml and INVOKE_<SECTION>_<KEY> variables can set it; None = built-in default.
 ns.configure({

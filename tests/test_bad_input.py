@@ -304,6 +304,7 @@ def test_redis_that_misbehaves_after_connect_is_a_redis_error(reply: Callable[[s
     thread.join(5)
 
 
+@pytest.mark.slow
 def test_health_against_a_silent_redis_reports_it_unhealthy(project: Path, silent_redis: socket.socket) -> None:
     _lay_out(project, Case([], [], {OUTPUTS: json.dumps(valid_outputs(silent_redis.getsockname()[1]))}))
     result = run_invoke(project, ["health"])

@@ -178,6 +178,6 @@ def test_pack_policies_report_through_pulumi_policy() -> None:
 
 def test_pack_files() -> None:
     pack = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
-    assert pack["runtime"] == "python"
+    assert pack["runtime"] == {"name": "python", "options": {"toolchain": "uv", "virtualenv": "../.venv"}}
     entry_point = (ROOT / "policy" / "__main__.py").read_text()
     assert "build_policies()" in entry_point and PACK_NAME == "tether-prod-hardening"

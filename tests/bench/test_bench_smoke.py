@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import psycopg
+import pytest
 from invoke import Context
 
 from benchmarks.competitors import METHODS
@@ -13,6 +14,7 @@ from benchmarks.report import NOT_AVAILABLE, OK, print_summary
 from tether.tasks.bench import bench
 
 
+@pytest.mark.slow
 def test_bench_runs_every_method_and_verifies_every_copy(isolated_project, capsys):
     bench(Context(), repeat=1, scale=0.01, json=True, keep_servers=True, profile=True)
     output = capsys.readouterr().out

@@ -28,6 +28,7 @@ from tether.tasks import devstack
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ["postgres-dev", "postgres-test", "redis"]
+pytestmark = pytest.mark.serial  # one module-scoped stack, used by its tests in order: they stay on one worker
 
 
 def _write_stack_file(root: Path, ports: dict[str, int], extra: str = "") -> None:

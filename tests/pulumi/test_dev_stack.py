@@ -395,7 +395,7 @@ def test_project_file_runs_python_from_the_repository_virtualenv() -> None:
     project = yaml.safe_load((STACK_DIR / "Pulumi.yaml").read_text())
     assert project["name"] == PROJECT
     assert project["description"]
-    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "../../.venv"}}
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "uv", "virtualenv": "../../.venv"}}
 
 
 def test_project_file_documents_every_setting_with_its_default() -> None:

@@ -428,7 +428,7 @@ def test_every_key_is_documented_in_pulumi_yaml() -> None:
     documented = (STACK_DIR / "Pulumi.yaml").read_text()
     project = yaml.safe_load(documented)
     assert project["name"] == PROJECT_NAME
-    assert project["runtime"] == "python"
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "uv", "virtualenv": "../../.venv"}}
     missing = [key for key in {**SETTINGS_DEFAULTS, **DEFAULTS} if f"#   {key} " not in documented]
     assert missing == []
 

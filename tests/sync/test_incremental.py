@@ -34,6 +34,7 @@ def assert_same(source, dest, tables=CHECKED):
         assert table_digest(dest, table) == table_digest(source, table), table
 
 
+@pytest.mark.slow
 def test_resync_copies_exactly_the_changed_tables(sync_servers, sync_options):
     source = sync_servers.source_copy()
     dest = sync_servers.dest()
@@ -168,6 +169,7 @@ SYNC_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_sync_leaves_the_old_database_untouched(sync_servers, sync_options):
     source = sync_servers.source_copy()
     execute(source, "INSERT INTO app.log_lines (line) SELECT repeat('x', 200) FROM generate_series(1, 200000)")
@@ -279,6 +281,7 @@ def test_replaced_databases_are_dropped_in_the_background(sync_servers, isolated
     assert log.exists() and "could not drop" not in log.read_text()
 
 
+@pytest.mark.slow
 def test_a_local_crash_that_empties_unlogged_tables_makes_the_next_sync_full(sync_servers, sync_options,
                                                                               pg_server_factory):
     source, local = sync_servers.source_copy(), pg_server_factory()

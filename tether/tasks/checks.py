@@ -13,15 +13,31 @@ def _run(argv: list[str]) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-@task(help={"k": "only tests matching this expression (pytest -k)", "path": "a test file or folder (default: tests/)"})
-def test(c: Context, k: str = "", path: str = "tests") -> None:
-    """Run the test suite against real local PostgreSQL and Redis servers."""
-    argv = [sys.executable, "-m", "pytest", path, "-q"]
-    if k:
-        argv += ["-k", k]
-    code = _run(argv)
+@task(help={
+    "k": "only tests matching this expression (pytest -k)",
+    "path": "a test file or folder (default: tests/)",
+    "workers": "pytest-xdist workers: `auto` (one more than cores, the default), a number, or 0 for one process",
+    "fast": "leave out the tests marked slow",
+})
+def test(c: Context, k: str = "", path: str = "tests", workers: str = "auto", fast: bool = False) -> None:
+    """Run the test suite against real local PostgreSQL and Redis servers, on every core."""
+    code = _run(pytest_argv(sys.executable, path=path, k=k, workers=workers, fast=fast))
     if code:
         raise Exit(code=code)
+
+
+def pytest_argv(python: str, *, path: str = "tests", k: str = "", workers: str = "auto",
+                fast: bool = False) -> list[str]:
+    """pytest's command line. Each xdist worker starts its own servers on its own ports; tests marked `serial`
+    share one worker (`--dist loadgroup`)."""
+    argv = [python, "-m", "pytest", path, "-q"]
+    if workers not in ("0", ""):
+        argv += ["-n", workers, "--dist", "loadgroup"]
+    if k:
+        argv += ["-k", k]
+    if fast:
+        argv += ["-m", "not slow"]
+    return argv
 
 
 @task
