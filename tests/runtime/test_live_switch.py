@@ -33,7 +33,7 @@ APPS_DIR = Path(__file__).parent / "apps"
 FOLLOW_WITHIN_SECONDS = 1.0
 # The file system's clock is coarse (a few ms behind time.time()): a query that started this soon after the
 # state file's mtime may have read the state just before the rename.
-CLOCK_SLACK_SECONDS = 0.02
+CLOCK_SLACK_SECONDS = 0.1  # (20 ms sufficed on a quiet machine; under a load of 9 the kernel's clock lags more)
 
 
 @dataclass
@@ -146,7 +146,8 @@ def check_the_switch(app: App, old_port: str, new_port: str, switched_at: float,
     first_new = min(record["end"] for record in records if record["port"] == new_port and record["end"] > switched_at)
     assert first_new - switched_at < FOLLOW_WITHIN_SECONDS, f"{app.name} took {first_new - switched_at:.3f} s"
     started_after = [record for record in records if record["start"] > completed_at + CLOCK_SLACK_SECONDS]
-    assert started_after and all(record["port"] == new_port for record in started_after), app.name
+    late = [round(record["start"] - completed_at, 3) for record in started_after if record["port"] != new_port]
+    assert started_after and not late, f"{app.name}: queries started {late} s after the switch went to the old target"
     # The long query in flight at the switch finished where it started.
     spanning = [record for record in records if record["kind"] == "long"
                 and record["start"] < switched_at - CLOCK_SLACK_SECONDS < record["end"]]
