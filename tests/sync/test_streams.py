@@ -42,3 +42,22 @@ def test_a_far_source_gets_one_worker_on_the_smallest_tables(sync_servers, sync_
     summary = sync(source, dest, sync_options(anonymize=False, jobs=2))
     assert summary.verified and seen == [True]
     assert table_digest(dest, "app.people") == table_digest(source, "app.people")
+
+
+def test_spooling_stops_at_its_limit_and_the_rest_waits_for_the_tables(sync_servers, sync_options, monkeypatch):
+    from tether.sync import copy
+
+    source = sync_servers.source_copy()
+    dest = sync_servers.dest()
+    dump_schema = engine._dump_schema
+
+    def slow_dump(context, snap):
+        time.sleep(2)
+        dump_schema(context, snap)
+
+    monkeypatch.setattr(engine, "_dump_schema", slow_dump)
+    monkeypatch.setattr(copy, "SPOOL_LIMIT", 1)  # one batch per worker, then wait
+    summary = sync(source, dest, sync_options(anonymize=False, jobs=2))
+    # Each worker spools one batch at most (the limit is checked between batches): the rest waits.
+    assert summary.verified and 0 < summary.tables_spooled < summary.tables
+    assert table_digest(dest, "app.people") == table_digest(source, "app.people")

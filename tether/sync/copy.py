@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import select
+import shutil
 import threading
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from tether.sync.snapshot import connect_local, connect_source, join_snapshot
 WRITE_BATCH = 256 * 1024  # bytes gathered before each write to the local server
 FREEZE_MIN_BYTES = 8 * 1024 * 1024  # below this, the extra TRUNCATE costs more than frozen rows save
 SPOOL_READ = 1024 * 1024
+SPOOL_LIMIT = 2 * 1024**3
 # Tables smaller than this travel in batches: up to BATCH_TABLES of them, or BATCH_BYTES, per query.
 SMALL_TABLE_BYTES = 1024 * 1024
 BATCH_TABLES = 50
@@ -131,6 +133,9 @@ class RowStreams:
         self._loader: threading.Thread | None = None
         self.spooled_tables = 0
         self.spooled_bytes = 0
+        # Spool at most this much (a quarter of the free disk, 2 GiB at most): a slow pg_dump on a fast link
+        # must not fill the laptop's disk.
+        self.spool_limit = min(SPOOL_LIMIT, shutil.disk_usage(spool_dir.parent).free // 4)
 
     def start(self) -> RowStreams:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +200,9 @@ class RowStreams:
                 src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, self.settings.salt))
                 dst: psycopg.Connection | None = None
                 while batch := shared.next_tables(smallest):
+                    if not self._attached.is_set() and self.spooled_bytes >= self.spool_limit:
+                        while not self._attached.wait(0.2) and not shared.stop.is_set():
+                            pass  # enough is spooled: the next tables wait for their local tables instead
                     if not self._attached.is_set():
                         for copy, rows in self._read(src, batch):
                             self._spooled.put(self._spool(copy, rows))
