@@ -94,6 +94,9 @@ def load_rules(path: Path) -> RuleSet:
     """Read and check a rules file; a missing or malformed file is a ConfigError naming it."""
     import yaml
 
+    if path.is_dir():
+        raise ConfigError(f"The anonymization rules path {path} is a directory, not a file. Point --rules or "
+                          f"{RULES_ENV} at the YAML file itself (for instance {path / RULES_FILE}).")
     if not path.is_file():
         raise ConfigError(f"There is no anonymization rules file at {path}. sync-prod anonymizes by default: "
                           f"create it (see anonymize.yaml at the repository root for the format), point "
@@ -103,6 +106,11 @@ def load_rules(path: Path) -> RuleSet:
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"The anonymization rules file {path} is not valid YAML: {error}") from None
     return parse_rules(data, str(path))
+
+
+def anonymizes_nothing(rules: RuleSet) -> bool:
+    """True when no rule changes anything: an empty file, ``tables: {}``, or only ``keep``."""
+    return all(rule.kind == "keep" for columns in rules.tables.values() for rule in columns.values())
 
 
 def parse_rules(data: Any, origin: str) -> RuleSet:

@@ -1,0 +1,431 @@
+"""Which columns look personal: by their name (English and French) and by a small sample of their content.
+
+Names are split into words (snake_case, camelCase, accents and case removed) and matched against categories
+of personal data, each allowed only on the column types that can hold it (``email_count integer`` is not an
+e-mail). Content is classified on the source, in SQL, on a few hundred sampled values per column (inside
+text, json/jsonb values and arrays): only counts come back, never a value, so raw personal data does not
+leave production even while it is being looked for. Card numbers pass a Luhn check, IBANs and French
+social security numbers their mod-97 key, so that a random number is not taken for one.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from tether.sync.catalog import Column, Relation
+
+SAMPLE_ROWS = 200  # rows sampled per table
+VALUES_PER_ROW = 20  # at most this many strings read from one json document or array
+TABLES_PER_QUERY = 20
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names
+
+
+@dataclass(frozen=True)
+class Category:
+    key: str
+    label: str  # "an e-mail address": reads after "named like"
+    suggestion: str  # the rule to suggest
+    tokens: frozenset[str]  # words that say it on their own
+    families: frozenset[str]  # the type families it can be stored in
+    substrings: tuple[str, ...] = ()  # long words found inside glued names (dateofbirth, motdepasse)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+TEXT, JSON, NUMBER, DATE, NETWORK, BINARY, UUID, BOOLEAN, GEO, ENUM = (
+    "text", "json", "number", "date", "network", "binary", "uuid", "boolean", "geo", "enum")
+ANY_FAMILY = frozenset({TEXT, JSON, NUMBER, DATE, NETWORK, BINARY, UUID, BOOLEAN, GEO, ENUM, "other"})
+
+CATEGORIES: tuple[Category, ...] = (
+    Category("email", "an e-mail address", "fake_email",
+             _words("email emails mail mails courriel courriels mel adresse_mail"), frozenset({TEXT, JSON}),
+             ("email", "courriel")),
+    Category("phone", "a phone number", "fake_phone",
+             _words("phone phones telephone telephones tel tels mobile mobiles portable cell cellphone gsm fax "
+                    "msisdn smsnumber"), frozenset({TEXT, JSON, NUMBER}), ("phone", "telephone")),
+    Category("person_name", "a person's name", "fake_name",
+             _words("firstname firstnames lastname lastnames fullname surname surnames forename forenames "
+                    "givenname familyname middlename maidenname prenom prenoms patronyme nomdefamille "
+                    "nomdenaissance nomdusage displayname"),
+             frozenset({TEXT, JSON}), ("firstname", "lastname", "fullname", "surname", "prenom", "patronyme")),
+    Category("username", "a user name or login", "hash",
+             _words("username usernames login logins pseudo pseudonyme nickname handle screenname"),
+             frozenset({TEXT, JSON}), ("username", "nickname")),
+    Category("address", "a postal address", "fake_address",
+             _words("address addresses adresse adresses addr street streets rue avenue voie city cities ville "
+                    "villes commune town zip zipcode postcode postal postalcode codepostal cedex lieudit "
+                    "batiment etage appartement apartment residence domicile"),
+             frozenset({TEXT, JSON, NUMBER}), ("address", "adresse", "postcode", "zipcode", "codepostal")),
+    Category("ip", "an IP or network address", "{inet: {keep_prefix: 16}}",
+             _words("ip ips ipv ipaddr ipaddress remoteaddr clientip macaddr macaddress"),
+             frozenset({TEXT, JSON, NETWORK, NUMBER}), ("ipaddress", "macaddress")),
+    Category("birth", "a birth date or age", "{generalize: year}",
+             _words("birth birthday birthdate birthdates dob naissance anniversaire ddn age"),
+             frozenset({TEXT, JSON, NUMBER, DATE}), ("birth", "naissance")),
+    Category("secret", "a secret, password or token", "hash",
+             _words("password passwords passwd pwd mdp motdepasse secret secrets token tokens apikey salt otp "
+                    "totp mfa jwt bearer credential credentials privatekey secretkey accesskey signingkey "
+                    "recoverycode"),
+             ANY_FAMILY - {BOOLEAN, DATE, NUMBER, ENUM},
+             ("password", "passwd", "motdepasse", "secret", "token", "apikey", "privatekey")),
+    Category("bank", "bank or card details", "fake_iban",
+             _words("iban ibans bic swift rib card cards carte cb pan cvv cvc ccnum creditcard bankaccount "
+                    "accountnumber numerocompte"),
+             frozenset({TEXT, JSON, NUMBER}), ("iban", "creditcard", "bankaccount")),
+    Category("national_id", "an official identity number", "hash",
+             _words("ssn nir insee secu securitesociale numerosecu passport passeport cni idcard nationalid "
+                    "taxid fiscal numerofiscal permis drivinglicense driverlicense licencenumber siret siren "
+                    "tva vatnumber"),
+             frozenset({TEXT, JSON, NUMBER}), ("securitesociale", "passport", "passeport", "nationalid")),
+    Category("geolocation", "a geographic position", "null",
+             _words("latitude longitude lat lng lon geo geolocation gps coordinates coords location localisation "
+                    "geom geometry geog geography"),
+             frozenset({TEXT, JSON, NUMBER, GEO, "other"}), ("latitude", "longitude", "geolocation")),
+    Category("photo", "a photo or likeness", "null",
+             _words("photo photos avatar avatars picture pictures selfie portrait face fingerprint biometric"),
+             frozenset({TEXT, BINARY, JSON}), ("avatar", "picture", "fingerprint")),
+    Category("health", "health or other sensitive data", "null",
+             _words("health sante medical medicale medicaux diagnosis diagnostic allergy allergies allergie "
+                    "disability handicap religion ethnicity ethnic sexual sexuality political politique "
+                    "syndicat syndical pregnancy grossesse bloodtype treatment prescription ordonnance"),
+             ANY_FAMILY, ("diagnos", "allerg", "pregnan", "handicap")),
+    Category("about", "a person's own words about themselves", "{fixed: ''}",
+             _words("bio biography biographie aboutme presentation"), frozenset({TEXT, JSON})),
+    Category("income", "income or salary", "{noise: {relative: 0.2}}",
+             _words("salary salaries salaire salaires income revenu revenus wage wages remuneration"),
+             frozenset({NUMBER, TEXT, JSON})),
+    Category("vehicle", "a vehicle registration", "hash",
+             _words("plate licenseplate immatriculation plaque vin"), frozenset({TEXT, JSON})),
+)
+
+# A name or its French twin `nom` says "person" only next to a qualifier or in a table of people.
+NAME_WORDS = frozenset({"name", "names", "nom", "noms"})
+NAME_QUALIFIERS = frozenset({"first", "last", "full", "given", "family", "middle", "maiden", "display", "nick",
+                             "sur", "fore", "birth", "naissance", "usage", "famille", "jeune", "fille", "legal",
+                             "real", "complet"})
+PERSON_NOUNS = _words("""
+    user users utilisateur utilisateurs person persons people personne personnes profile profiles profil profils
+    customer customers client clients member members membre membres contact contacts employee employees employe
+    employes salarie salaries staff patient patients student students etudiant etudiants eleve eleves account
+    accounts adherent adherents author authors auteur auteurs owner owners proprietaire proprietaires recipient
+    recipients destinataire destinataires sender senders expediteur expediteurs guest guests visitor visitors
+    visiteur visiteurs applicant applicants candidat candidats candidate candidates lead leads prospect prospects
+    subscriber subscribers abonne abonnes driver drivers conducteur conducteurs passenger passengers passager
+    passagers tenant tenants locataire locataires holder holders titulaire titulaires beneficiary beneficiaries
+    beneficiaire beneficiaires signatory signataire signataires teacher teachers enseignant enseignants doctor
+    doctors medecin medecins volunteer volunteers benevole benevoles participant participants attendee attendees
+    player players joueur joueurs buyer buyers acheteur acheteurs seller sellers vendeur vendeurs contributor
+    contributors reviewer reviewers father mother pere mere spouse conjoint child children enfant enfants
+    parent parents emergency referent referents manager managers agent agents interlocuteur
+""")
+# Words that make a name about something else: a count, a flag, a format, a setting.
+EXCLUDING_WORDS = _words("""
+    count counts nb total verified verifie validated valide confirmed confirme enabled disabled active actif
+    type kind format template provider status statut opt optin optout consent consentement allowed required
+    visible visibility policy length len size max min version config settings setting label prefix indicatif
+    domain regex pattern platform app application os browser
+""")
+KEY_WORDS = frozenset({"id", "ids", "uuid", "key", "fk", "ref"})
+
+
+def name_words(name: str) -> list[str]:
+    """``dateDeNaissance`` → [date, de, naissance]; ``E-mail_2`` → [e, mail, 2]; accents and case dropped."""
+    text = unicodedata.normalize("NFKD", name)
+    text = "".join(char for char in text if not unicodedata.combining(char))
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
+    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
+    text = re.sub(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])", lambda m: " ".join(g for g in m.groups() if g), text)
+    return [word for word in re.split(r"[^a-z0-9]+", text.lower()) if word]
+
+
+def _glued_forms(words: Sequence[str]) -> set[str]:
+    """Every run of adjacent words glued together: [date, of, birth] → dateof, ofbirth, dateofbirth, ..."""
+    forms = set(words)
+    for start in range(len(words)):
+        for end in range(start + 2, len(words) + 1):
+            forms.add("".join(words[start:end]))
+    return forms
+
+
+def type_family(column: Column) -> str:
+    """The broad kind of value a column holds (arrays count as their elements)."""
+    name = column.type_name[1:] if column.category == "A" and column.type_name.startswith("_") else column.type_name
+    category = column.category
+    if category == "A":
+        category = _ELEMENT_CATEGORIES.get(name, "S" if name in _TEXT_NAMES else "U")
+    if name in ("json", "jsonb"):
+        return JSON
+    if name in ("macaddr", "macaddr8"):
+        return NETWORK
+    if name == "bytea":
+        return BINARY
+    if name == "uuid":
+        return UUID
+    return {"S": TEXT, "N": NUMBER, "D": DATE, "I": NETWORK, "B": BOOLEAN, "G": GEO, "E": ENUM,
+            "C": TEXT}.get(category, "other")
+
+
+_TEXT_NAMES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
+_ELEMENT_CATEGORIES = {"int2": "N", "int4": "N", "int8": "N", "numeric": "N", "float4": "N", "float8": "N",
+                       "date": "D", "timestamp": "D", "timestamptz": "D", "inet": "I", "cidr": "I", "bool": "B",
+                       "json": "U", "jsonb": "U"}
+
+
+def is_person_table(relation: Relation) -> bool:
+    return any(word in PERSON_NOUNS for word in name_words(relation.name))
+
+
+def name_reasons(relation: Relation, column: Column) -> list[tuple[Category, str]]:
+    """The categories of personal data that ``column``'s name (and type) points to, each with the word seen."""
+    words = name_words(column.name)
+    family = type_family(column)
+    if family == BOOLEAN:
+        # A yes/no says nothing about a person, except for sensitive categories (health, beliefs).
+        allowed: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.key == "health")
+    else:
+        allowed = CATEGORIES
+    excluded = any(word in EXCLUDING_WORDS for word in words) or (
+        family in (NUMBER, UUID) and any(word in KEY_WORDS for word in words))
+    forms = _glued_forms(words)
+    glued = "".join(words)
+    found: list[tuple[Category, str]] = []
+    for category in allowed:
+        if family not in category.families or (excluded and category.key != "health"):
+            continue
+        hit = next((form for form in sorted(forms) if form in category.tokens), None)
+        if hit is None:
+            hit = next((part for part in category.substrings if part in glued), None)
+        if hit is not None:
+            found.append((category, hit))
+    if not excluded and family in (TEXT, JSON) and not any(c.key in ("person_name", "username") for c, _ in found):
+        named = next((word for word in words if word in NAME_WORDS), None)
+        if named is not None:
+            person = next((word for word in words if word in NAME_QUALIFIERS | PERSON_NOUNS), None)
+            if person is not None or is_person_table(relation):
+                found.append((_CATEGORY["person_name"], " ".join(filter(None, (person, named)))))
+    return found
+
+
+_CATEGORY = {category.key: category for category in CATEGORIES}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Content
+
+
+@dataclass(frozen=True)
+class Detector:
+    key: str
+    label: str  # "e-mail addresses"
+    category: str  # the name category it matches, for the suggestion
+    min_contained: int  # matches inside longer text needed to flag a column (whole values: 1)
+
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("email", "e-mail addresses", "email", 1),
+    Detector("phone", "phone numbers", "phone", 2),
+    Detector("ip", "IP addresses", "ip", 2),
+    Detector("card", "payment card numbers (Luhn check passed)", "bank", 1),
+    Detector("iban", "IBANs (checksum passed)", "bank", 1),
+    Detector("nir", "French social security numbers (key checked)", "national_id", 1),
+)
+
+_EMAIL = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+_PHONE_FR = r"(\+33|0033|\(\+33\))[ .-]?(\(0\)[ .-]?)?[1-9]([ .-]?[0-9]{2}){4}|0[1-9]([ .-]?[0-9]{2}){4}"
+_PHONE_INTL = r"\+[1-9][0-9]{0,2}[ .-]?(\(?[0-9]{1,4}\)?[ .-]?){1,5}[0-9]{2,4}"
+_PHONE_NANP = r"\(?[2-9][0-9]{2}\)?[ .-]?[0-9]{3}[ .-]?[0-9]{4}"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+_IPV6 = r"([0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}"
+_CARD = r"[0-9]{4}([ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}"
+_CARD_IN_TEXT = r"[0-9]{4}(?:[ -]?[0-9]{4}){3}"
+_IBAN = r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}"
+_IBAN_IN_TEXT = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"
+_NIR = r"[12][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2A|2B|[0-9]{2})[0-9]{6}[0-9]{2}"
+
+
+def _luhn(digits: sql.Composable) -> sql.Composable:
+    """SQL: the Luhn check of the digit string ``digits`` (and not one digit repeated, which passes it)."""
+    return sql.SQL(
+        "({d} !~ '^([0-9])\\1*$' AND (SELECT sum(CASE WHEN i % 2 = 0 THEN 2 * n - CASE WHEN n >= 5 THEN 9 ELSE 0 END "
+        "ELSE n END) % 10 = 0 FROM (SELECT i, substr(reverse({d}), i, 1)::int AS n "
+        "FROM generate_series(1, length({d})) AS i) AS luhn))").format(d=digits)
+
+
+def _iban_valid(compact: sql.Composable) -> sql.Composable:
+    """SQL: the mod-97 check of the IBAN ``compact`` (upper case, no spaces)."""
+    moved = sql.SQL("(substr({c}, 5) || substr({c}, 1, 4))").format(c=compact)
+    return sql.SQL(
+        "((SELECT string_agg(CASE WHEN ch BETWEEN 'A' AND 'Z' THEN (ascii(ch) - 55)::text ELSE ch END, '' ORDER BY i) "
+        "FROM (SELECT i, substr({m}, i, 1) AS ch FROM generate_series(1, length({m})) AS i) AS iban)::numeric % 97 "
+        "= 1)").format(m=moved)
+
+
+def _nir_valid(compact: sql.Composable) -> sql.Composable:
+    """SQL: the key of a French NIR (``compact``: 15 characters; Corsica's 2A/2B count as 19/18)."""
+    return sql.SQL("(97 - replace(replace(left({c}, 13), '2A', '19'), '2B', '18')::numeric % 97 "
+                   "= right({c}, 2)::int)").format(c=compact)
+
+
+def _matches(value: str, pattern: str, flags: str = "") -> sql.Composable:
+    return sql.SQL("{} ~{} {}").format(sql.Identifier(value), sql.SQL(flags), sql.Literal(pattern))
+
+
+def detector_sql() -> dict[str, tuple[sql.Composable, sql.Composable]]:
+    """Per detector, SQL for (the whole value is one, the value contains one).
+
+    The expressions read ``v`` (the trimmed value), ``compact`` (upper case, no white space) and ``digits`` (its
+    digits), which :func:`_classify_query` computes once per value.
+    """
+    compact, digits = sql.Identifier("compact"), sql.Identifier("digits")
+    # substring(... from pattern) returns the first parenthesized group: the patterns' other groups are (?:...).
+    iban_found = sql.SQL("replace(substring(upper(v) from {}), ' ', '')").format(sql.Literal(f"({_IBAN_IN_TEXT})"))
+    card_found = sql.SQL("regexp_replace(substring(v from {}), '[^0-9]', '', 'g')").format(
+        sql.Literal(f"({_CARD_IN_TEXT})"))
+    upper_v = sql.SQL("upper(v)")
+    return {
+        "email": (_matches("v", f"^{_EMAIL}$"), _matches("v", _EMAIL)),
+        "phone": (sql.SQL("({} OR ({} AND length(digits) BETWEEN 8 AND 15) OR {})").format(
+                      _matches("v", f"^({_PHONE_FR})$"), _matches("v", f"^({_PHONE_INTL})$"),
+                      _matches("v", f"^{_PHONE_NANP}$")),
+                  sql.SQL("({} OR {})").format(_matches("v", f"(^|[^0-9+])({_PHONE_FR})($|[^0-9])"),
+                                               _matches("v", r"(^|[^0-9])\+[1-9][0-9 .()-]{7,18}[0-9]"))),
+        "ip": (sql.SQL("({} OR ({} AND ({} OR {} OR {})))").format(
+                   _matches("v", f"^{_IPV4}$"), _matches("v", f"^{_IPV6}$"), _matches("v", "::"),
+                   _matches("v", "[a-f]", "*"), _matches("v", "(:.*){7}")),
+               _matches("v", f"(^|[^0-9.]){_IPV4}($|[^0-9.])")),
+        "card": (sql.SQL("({} AND length(digits) BETWEEN 13 AND 19 AND {})").format(
+                     _matches("v", f"^{_CARD}$"), _luhn(digits)),
+                 sql.SQL("({} AND {})").format(_matches("v", _CARD_IN_TEXT), _luhn(card_found))),
+        "iban": (sql.SQL("({} AND {})").format(_matches("compact", f"^{_IBAN}$"), _iban_valid(compact)),
+                 sql.SQL("({} ~ {} AND {})").format(upper_v, sql.Literal(_IBAN_IN_TEXT), _iban_valid(iban_found))),
+        "nir": (sql.SQL("({} AND {})").format(_matches("compact", f"^{_NIR}$"), _nir_valid(compact)),
+                sql.SQL("false")),
+    }
+
+
+def sampled_values(column: Column) -> sql.Composable | None:
+    """SQL for the array of texts to classify in one row of ``column`` (None: a type that holds no such text)."""
+    ident = sql.Identifier(column.name)
+    element = column.type_name[1:] if column.category == "A" and column.type_name.startswith("_") else None
+    family = type_family(column)
+    limit = sql.Literal(VALUES_PER_ROW)
+    json_values = ("ARRAY(SELECT item #>> '{{}}' FROM jsonb_path_query({}, "
+                   "'strict $.** ? (@.type() == \"string\" || @.type() == \"number\")') AS item LIMIT {})")
+    if element is None:
+        if family == JSON:
+            return sql.SQL(json_values).format(sql.SQL("{}::jsonb").format(ident), limit)
+        if family == TEXT:
+            return sql.SQL("ARRAY[{}::text]").format(ident)
+        return None
+    if family == JSON:
+        return sql.SQL(json_values).format(sql.SQL("to_jsonb({})").format(ident), limit)
+    if family == TEXT:
+        return sql.SQL("({}::text[])[1:{}]").format(ident, limit)
+    return None
+
+
+@dataclass(frozen=True)
+class ContentCounts:
+    """What the sample of one column held: how many values, and per detector how many were or contained one."""
+
+    values: int
+    whole: dict[str, int]
+    contained: dict[str, int]
+
+    def reasons(self) -> list[tuple[Detector, str]]:
+        found = []
+        for detector in DETECTORS:
+            whole, inside = self.whole.get(detector.key, 0), self.contained.get(detector.key, 0)
+            if whole:
+                found.append((detector, f"{whole} of {self.values} sampled values are {detector.label}"))
+            elif inside >= detector.min_contained:
+                found.append((detector, f"{inside} of {self.values} sampled values contain {detector.label}"))
+        return found
+
+
+def _classify_query(relation: Relation, columns: Sequence[Column], sample_clause: sql.Composable) -> sql.Composed:
+    """One table's sample, classified: a row per column with the value count and each detector's counts."""
+    checks = detector_sql()
+    counts: list[sql.Composable] = [sql.SQL("count(*)")]
+    for detector in DETECTORS:
+        whole, inside = checks[detector.key]
+        counts.append(sql.SQL("count(*) FILTER (WHERE {})").format(whole))
+        counts.append(sql.SQL("count(*) FILTER (WHERE NOT ({}) AND {})").format(whole, inside))
+    values = sql.SQL(", ").join(
+        sql.SQL("({}, {})").format(sql.Literal(column.name), sampled_values(column)) for column in columns)
+    selected = sql.SQL(", ").join(sql.Identifier(column.name) for column in columns)
+    return sql.SQL(
+        "(SELECT {oid}::oid, x.name, {counts} FROM (SELECT {selected} FROM ONLY {table}{sample} LIMIT {rows}) AS s "
+        "CROSS JOIN LATERAL (VALUES {values}) AS x(name, vals) "
+        "CROSS JOIN LATERAL (SELECT btrim(raw, E' \\t\\r\\n') AS v FROM unnest(x.vals) AS raw "
+        "WHERE raw IS NOT NULL AND raw <> '' AND length(raw) < 10000) AS t "
+        "CROSS JOIN LATERAL (SELECT upper(regexp_replace(v, '\\s', '', 'g')) AS compact, "
+        "regexp_replace(v, '[^0-9]', '', 'g') AS digits) AS n "
+        "GROUP BY x.name)").format(
+        oid=sql.Literal(relation.oid), counts=sql.SQL(", ").join(counts), selected=selected,
+        table=relation.identifier, sample=sample_clause, rows=sql.Literal(SAMPLE_ROWS), values=values)
+
+
+def sample_clause(estimated_rows: float) -> sql.Composable:
+    """TABLESAMPLE for big tables (a few random pages instead of the oldest rows); nothing for small ones."""
+    if estimated_rows <= SAMPLE_ROWS * 20:
+        return sql.SQL("")
+    percent = max(0.01, min(100.0, 100.0 * SAMPLE_ROWS * 4 / estimated_rows))
+    return sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(round(percent, 4)))
+
+
+def sample_content(conn: psycopg.Connection, targets: Iterable[tuple[Relation, Sequence[Column]]],
+                   estimated_rows: dict[int, float]) -> dict[tuple[int, str], ContentCounts]:
+    """Classify a sample of each (table, columns) on the source; (table oid, column) → counts."""
+    parts = [_classify_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0)))
+             for relation, columns in targets if columns]
+    found: dict[tuple[int, str], ContentCounts] = {}
+    with jit_off(conn):
+        for start in range(0, len(parts), TABLES_PER_QUERY):
+            query = sql.SQL(" UNION ALL ").join(parts[start:start + TABLES_PER_QUERY])
+            for row in conn.execute(query):
+                oid, name, values, *numbers = row
+                whole = {detector.key: int(numbers[2 * index]) for index, detector in enumerate(DETECTORS)}
+                inside = {detector.key: int(numbers[2 * index + 1]) for index, detector in enumerate(DETECTORS)}
+                found[(int(oid), str(name))] = ContentCounts(int(values), whole, inside)
+    return found
+
+
+@contextmanager
+def jit_off(conn: psycopg.Connection) -> Iterator[None]:
+    """JIT off for a few queries in the open transaction, then as it was.
+
+    The checksum subqueries make the planner's cost estimate huge, so a server with JIT on would spend
+    about 90 ms compiling each query that then runs in a few milliseconds.
+    """
+    local = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    row = conn.execute("SELECT current_setting('jit')").fetchone()
+    previous = str(row[0]) if row else "on"
+    conn.execute("SELECT set_config('jit', 'off', %s)", (local,))
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status in (psycopg.pq.TransactionStatus.INTRANS,
+                                                                   psycopg.pq.TransactionStatus.IDLE):
+            conn.execute("SELECT set_config('jit', %s, %s)", (previous, local))
+
+
+def estimated_rows(conn: psycopg.Connection, oids: Sequence[int]) -> dict[int, float]:
+    """The planner's row estimate per table (pg_class.reltuples; -1 when never analyzed)."""
+    rows = conn.execute("SELECT oid, reltuples FROM pg_class WHERE oid = ANY(%s)", (list(oids),))
+    return {int(oid): float(tuples) for oid, tuples in rows}
+
+
+def sampled_columns(relation: Relation) -> list[Column]:
+    return [column for column in relation.copied_columns if sampled_values(column) is not None]
