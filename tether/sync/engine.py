@@ -69,6 +69,7 @@ from tether.sync.parallel import run_parallel
 from tether.sync.plan import Selection, SyncPlan, TableCopy, build_plan, exclude_table_pattern
 from tether.sync.progress import SyncProgress
 from tether.sync.reset import reset_from_snapshot, retire
+from tether.sync.review import NO_ANONYMIZE_WARNING, enforce_review, require_anonymization
 from tether.sync.safety import LocalServer, check_distinct, check_local, inspect_local
 from tether.sync.schema import (
     TocEntry,
@@ -190,6 +191,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     if options.drop_retired not in DROP_RETIRED:
         raise ConfigError(f"drop_retired must be one of {DROP_RETIRED}")
     rules = load_rules(options.rules_path or default_rules_path()) if options.anonymize else NO_RULES
+    if options.anonymize:
+        require_anonymization(rules)  # an empty rules file must not pass for an anonymized copy
     salt = anonymize_salt() if options.anonymize else ""
     localdb.snapshot_name(dest.database)
     scratch_name(dest.database, "sync")  # a name too long for scratch copies fails here, before any work
@@ -211,6 +214,10 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
             plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+            if options.anonymize:  # personal columns without a rule stop the sync here, before any write
+                enforce_review(snap.conn, catalog, plan, rules, resolved, source.masked_url())
+        if not options.anonymize:
+            confirm(NO_ANONYMIZE_WARNING, yes=options.yes)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
         confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
                 f"{source.masked_url()}?", yes=options.yes)
