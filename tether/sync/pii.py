@@ -21,9 +21,9 @@ from psycopg import sql
 
 from tether.sync.catalog import Column, Relation
 
-SAMPLE_ROWS = 200  # rows sampled per table
-VALUES_PER_ROW = 20  # at most this many strings read from one json document or array
-TABLES_PER_QUERY = 20
+SAMPLE_ROWS = 100  # rows sampled per table (all of a smaller one)
+VALUES_PER_ROW = 10  # at most this many strings read from one json document or array
+TABLES_PER_QUERY = 100
 
 # ---------------------------------------------------------------------------------------------------------------
 # Names
@@ -247,11 +247,32 @@ _PHONE_NANP = r"\(?[2-9][0-9]{2}\)?[ .-]?[0-9]{3}[ .-]?[0-9]{4}"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
 _IPV6 = r"([0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}"
-_CARD = r"[0-9]{4}([ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}"
-_CARD_IN_TEXT = r"[0-9]{4}(?:[ -]?[0-9]{4}){3}"
-_IBAN = r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}"
-_IBAN_IN_TEXT = r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"
+_CARD = r"[2-6][0-9]{3}([ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}"
+_CARD_IN_TEXT = r"[2-6][0-9]{3}(?:[ -]?[0-9]{4}){3}"
+# Free text: a match must stand on its own, not inside a longer word of letters and digits (hex digests).
+_BEFORE, _AFTER = r"(^|[^0-9A-Za-z+])", r"($|[^0-9A-Za-z])"
+# IBAN lengths by country (the SWIFT registry's common ones): a random code rarely has a country and its length.
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29, "BY": 28,
+    "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19,
+    "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}
+_IBAN_COUNTRIES = "|".join(sorted(IBAN_LENGTHS))
+_IBAN = rf"({_IBAN_COUNTRIES})[0-9]{{2}}[A-Z0-9]{{11,30}}"
+_IBAN_IN_TEXT = rf"(?:{_IBAN_COUNTRIES})[0-9]{{2}}(?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,4}})?"
 _NIR = r"[12][0-9]{2}(0[1-9]|1[0-2]|[2-9][0-9])(2A|2B|[0-9]{2})[0-9]{6}[0-9]{2}"
+
+
+def _iban_length_ok(compact: sql.Composable) -> sql.Composable:
+    """SQL: the IBAN ``compact`` has its country's length."""
+    lengths = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(code), sql.Literal(length))
+                                 for code, length in sorted(IBAN_LENGTHS.items()))
+    return sql.SQL("(length({c}) = (SELECT n FROM (VALUES {lengths}) AS iban_lengths(code, n) "
+                   "WHERE code = left({c}, 2)))").format(c=compact, lengths=lengths)
 
 
 def _luhn(digits: sql.Composable) -> sql.Composable:
@@ -281,35 +302,51 @@ def _matches(value: str, pattern: str, flags: str = "") -> sql.Composable:
     return sql.SQL("{} ~{} {}").format(sql.Identifier(value), sql.SQL(flags), sql.Literal(pattern))
 
 
+def _when(cheap: str, expensive: sql.Composable) -> sql.Composable:
+    """``expensive`` only where the cheap test holds (a CASE: SQL does not promise to short-circuit AND)."""
+    return sql.SQL("CASE WHEN {} THEN {} ELSE false END").format(sql.SQL(cheap), expensive)
+
+
 def detector_sql() -> dict[str, tuple[sql.Composable, sql.Composable]]:
     """Per detector, SQL for (the whole value is one, the value contains one).
 
-    The expressions read ``v`` (the trimmed value), ``compact`` (upper case, no white space) and ``digits`` (its
-    digits), which :func:`_classify_query` computes once per value.
+    The expressions read ``v`` (the trimmed value), ``compact`` (upper case, no white space), ``digits`` (its
+    digits) and ``ndigits``, which :func:`_classify_query` computes once per value. Each regular expression
+    runs only on values a cheap test lets through (an @, enough digits): a sample of labels and digests costs
+    little.
     """
     compact, digits = sql.Identifier("compact"), sql.Identifier("digits")
     # substring(... from pattern) returns the first parenthesized group: the patterns' other groups are (?:...).
-    iban_found = sql.SQL("replace(substring(upper(v) from {}), ' ', '')").format(sql.Literal(f"({_IBAN_IN_TEXT})"))
+    iban_found = sql.SQL("replace(substring(upper(v) from {}), ' ', '')").format(
+        sql.Literal(f"{_BEFORE.replace('(', '(?:', 1)}({_IBAN_IN_TEXT}){_AFTER.replace('(', '(?:', 1)}"))
     card_found = sql.SQL("regexp_replace(substring(v from {}), '[^0-9]', '', 'g')").format(
-        sql.Literal(f"({_CARD_IN_TEXT})"))
-    upper_v = sql.SQL("upper(v)")
+        sql.Literal(f"{_BEFORE.replace('(', '(?:', 1)}({_CARD_IN_TEXT}){_AFTER.replace('(', '(?:', 1)}"))
     return {
-        "email": (_matches("v", f"^{_EMAIL}$"), _matches("v", _EMAIL)),
-        "phone": (sql.SQL("({} OR ({} AND length(digits) BETWEEN 8 AND 15) OR {})").format(
+        "email": (_when("strpos(v, '@') > 0", _matches("v", f"^{_EMAIL}$")),
+                  _when("strpos(v, '@') > 0", _matches("v", _EMAIL))),
+        "phone": (_when("ndigits BETWEEN 8 AND 15 AND length(v) <= 30", sql.SQL("({} OR {} OR {})").format(
                       _matches("v", f"^({_PHONE_FR})$"), _matches("v", f"^({_PHONE_INTL})$"),
-                      _matches("v", f"^{_PHONE_NANP}$")),
-                  sql.SQL("({} OR {})").format(_matches("v", f"(^|[^0-9+])({_PHONE_FR})($|[^0-9])"),
-                                               _matches("v", r"(^|[^0-9])\+[1-9][0-9 .()-]{7,18}[0-9]"))),
-        "ip": (sql.SQL("({} OR ({} AND ({} OR {} OR {})))").format(
+                      _matches("v", f"^{_PHONE_NANP}$"))),
+                  _when("ndigits >= 8", sql.SQL("({} OR {})").format(
+                      _matches("v", f"{_BEFORE}({_PHONE_FR}){_AFTER}"),
+                      _matches("v", rf"(^|[^0-9A-Za-z])\+[1-9][0-9 .()-]{{7,18}}[0-9]{_AFTER}")))),
+        "ip": (_when("ndigits >= 4 AND length(v) <= 45 OR strpos(v, '::') > 0", sql.SQL(
+                   "({} OR ({} AND ({} OR {} OR {})))").format(
                    _matches("v", f"^{_IPV4}$"), _matches("v", f"^{_IPV6}$"), _matches("v", "::"),
-                   _matches("v", "[a-f]", "*"), _matches("v", "(:.*){7}")),
-               _matches("v", f"(^|[^0-9.]){_IPV4}($|[^0-9.])")),
-        "card": (sql.SQL("({} AND length(digits) BETWEEN 13 AND 19 AND {})").format(
-                     _matches("v", f"^{_CARD}$"), _luhn(digits)),
-                 sql.SQL("({} AND {})").format(_matches("v", _CARD_IN_TEXT), _luhn(card_found))),
-        "iban": (sql.SQL("({} AND {})").format(_matches("compact", f"^{_IBAN}$"), _iban_valid(compact)),
-                 sql.SQL("({} ~ {} AND {})").format(upper_v, sql.Literal(_IBAN_IN_TEXT), _iban_valid(iban_found))),
-        "nir": (sql.SQL("({} AND {})").format(_matches("compact", f"^{_NIR}$"), _nir_valid(compact)),
+                   _matches("v", "[a-f]", "*"), _matches("v", "(:.*){7}"))),
+               _when("ndigits >= 4 AND strpos(v, '.') > 0",
+                     _matches("v", f"(^|[^0-9A-Za-z.]){_IPV4}($|[^0-9A-Za-z.])"))),
+        "card": (_when("ndigits BETWEEN 13 AND 19 AND length(v) <= 25", sql.SQL("({} AND {})").format(
+                     _matches("v", f"^{_CARD}$"), _luhn(digits))),
+                 _when("ndigits >= 13", sql.SQL("({} AND {})").format(
+                     _matches("v", f"{_BEFORE}{_CARD_IN_TEXT}{_AFTER}"), _luhn(card_found)))),
+        "iban": (_when("ndigits >= 8 AND length(compact) BETWEEN 15 AND 34", sql.SQL("({} AND {} AND {})").format(
+                     _matches("compact", f"^{_IBAN}$"), _iban_length_ok(compact), _iban_valid(compact))),
+                 _when("ndigits >= 8 AND length(v) >= 15", sql.SQL("(upper(v) ~ {} AND {} AND {})").format(
+                     sql.Literal(f"{_BEFORE}{_IBAN_IN_TEXT}{_AFTER}"), _iban_length_ok(iban_found),
+                     _iban_valid(iban_found)))),
+        "nir": (_when("ndigits >= 13 AND length(compact) = 15", sql.SQL("({} AND {})").format(
+                    _matches("compact", f"^{_NIR}$"), _nir_valid(compact))),
                 sql.SQL("false")),
     }
 
@@ -354,27 +391,49 @@ class ContentCounts:
         return found
 
 
-def _classify_query(relation: Relation, columns: Sequence[Column], sample_clause: sql.Composable) -> sql.Composed:
-    """One table's sample, classified: a row per column with the value count and each detector's counts."""
-    checks = detector_sql()
-    counts: list[sql.Composable] = [sql.SQL("count(*)")]
-    for detector in DETECTORS:
-        whole, inside = checks[detector.key]
-        counts.append(sql.SQL("count(*) FILTER (WHERE {})").format(whole))
-        counts.append(sql.SQL("count(*) FILTER (WHERE NOT ({}) AND {})").format(whole, inside))
+# A value is looked at closely only if it could be one of the above: an @, a run of eight digits with the
+# separators phones, cards and IBANs use, or the dots and colons of an IP address. Most values (words, labels,
+# hex digests) fail this one test, which keeps a sample of a few hundred tables within a second or two.
+CANDIDATE = r"@|[0-9]([ .()/+-]{0,2}[0-9]){7}|[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:"
+
+
+def _sample_query(relation: Relation, columns: Sequence[Column], sample: sql.Composable) -> sql.Composed:
+    """One table's sampled values: rows (table oid, column name, text value)."""
     values = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(column.name), sampled_values(column)) for column in columns)
     selected = sql.SQL(", ").join(sql.Identifier(column.name) for column in columns)
     return sql.SQL(
-        "(SELECT {oid}::oid, x.name, {counts} FROM (SELECT {selected} FROM ONLY {table}{sample} LIMIT {rows}) AS s "
-        "CROSS JOIN LATERAL (VALUES {values}) AS x(name, vals) "
-        "CROSS JOIN LATERAL (SELECT btrim(raw, E' \\t\\r\\n') AS v FROM unnest(x.vals) AS raw "
-        "WHERE raw IS NOT NULL AND raw <> '' AND length(raw) < 10000) AS t "
-        "CROSS JOIN LATERAL (SELECT upper(regexp_replace(v, '\\s', '', 'g')) AS compact, "
-        "regexp_replace(v, '[^0-9]', '', 'g') AS digits) AS n "
-        "GROUP BY x.name)").format(
-        oid=sql.Literal(relation.oid), counts=sql.SQL(", ").join(counts), selected=selected,
-        table=relation.identifier, sample=sample_clause, rows=sql.Literal(SAMPLE_ROWS), values=values)
+        "(SELECT {oid}::oid AS table_oid, x.name, raw FROM (SELECT {selected} FROM ONLY {table}{sample} LIMIT {rows}) "
+        "AS s CROSS JOIN LATERAL (VALUES {values}) AS x(name, vals) CROSS JOIN LATERAL unnest(x.vals) AS raw)").format(
+        oid=sql.Literal(relation.oid), selected=selected, table=relation.identifier, sample=sample,
+        rows=sql.Literal(SAMPLE_ROWS), values=values)
+
+
+def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
+    """Several tables' samples, classified: a row per column with its value count and each detector's counts.
+
+    The detectors appear once, over the union of the samples: planning them once per table cost more than
+    running them.
+    """
+    checks = detector_sql()
+    counts: list[sql.Composable] = [sql.SQL("count(*)")]
+    for detector in DETECTORS:
+        whole, inside = checks[detector.key]
+        counts.append(sql.SQL("count(*) FILTER (WHERE candidate AND {})").format(whole))
+        counts.append(sql.SQL("count(*) FILTER (WHERE candidate AND NOT ({}) AND {})").format(whole, inside))
+    # Each OFFSET 0 keeps a subquery from being flattened, which would compute its columns again at every use.
+    return sql.SQL(
+        "SELECT table_oid, name, {counts} "
+        "FROM (SELECT table_oid, name, v, v ~ {candidate} AS candidate FROM (SELECT table_oid, name, "
+        "btrim(raw, E' \\t\\r\\n') AS v FROM ({samples}) AS sampled WHERE raw IS NOT NULL AND raw <> '' "
+        "AND length(raw) < 10000 OFFSET 0) AS trimmed OFFSET 0) AS t "
+        "CROSS JOIN LATERAL (SELECT compact, digits, length(digits) AS ndigits FROM (SELECT "
+        "CASE WHEN candidate THEN upper(regexp_replace(v, '\\s', '', 'g')) END AS compact, "
+        "CASE WHEN candidate THEN regexp_replace(v, '[^0-9]', '', 'g') END AS digits OFFSET 0) AS forms "
+        "OFFSET 0) AS n "
+        "GROUP BY table_oid, name").format(
+        counts=sql.SQL(", ").join(counts), candidate=sql.Literal(CANDIDATE),
+        samples=sql.SQL(" UNION ALL ").join(samples))
 
 
 def sample_clause(estimated_rows: float) -> sql.Composable:
@@ -388,13 +447,12 @@ def sample_clause(estimated_rows: float) -> sql.Composable:
 def sample_content(conn: psycopg.Connection, targets: Iterable[tuple[Relation, Sequence[Column]]],
                    estimated_rows: dict[int, float]) -> dict[tuple[int, str], ContentCounts]:
     """Classify a sample of each (table, columns) on the source; (table oid, column) → counts."""
-    parts = [_classify_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0)))
+    parts = [_sample_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0)))
              for relation, columns in targets if columns]
     found: dict[tuple[int, str], ContentCounts] = {}
     with jit_off(conn):
         for start in range(0, len(parts), TABLES_PER_QUERY):
-            query = sql.SQL(" UNION ALL ").join(parts[start:start + TABLES_PER_QUERY])
-            for row in conn.execute(query):
+            for row in conn.execute(_classify_query(parts[start:start + TABLES_PER_QUERY])):
                 oid, name, values, *numbers = row
                 whole = {detector.key: int(numbers[2 * index]) for index, detector in enumerate(DETECTORS)}
                 inside = {detector.key: int(numbers[2 * index + 1]) for index, detector in enumerate(DETECTORS)}
