@@ -9,25 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from tether.conninfo import DatabaseAddress
-from tether.errors import ConfigError, TetherError
+from tether.errors import ConfigError
 from tether.sync import pii
-from tether.sync.anonymize import (
-    Rule,
-    RuleSet,
-    anonymizes_nothing,
-    default_rules_path,
-    load_rules,
-    resolve_rules,
-)
-from tether.sync.catalog import Column, Relation, SourceCatalog, read_catalog
-from tether.sync.plan import Selection, SyncPlan, build_plan
-from tether.sync.snapshot import exported_snapshot
+from tether.sync.anonymize import column_expression
+from tether.sync.catalog import Column, Relation, SourceCatalog
+from tether.sync.conflicts import run_pre_scans, static_conflicts
+from tether.sync.expressions import ResolvedRule
+from tether.sync.facts import SourceFacts
+from tether.sync.pii import jit_off
+from tether.sync.plan import SyncPlan
+from tether.sync.rules import Rule, RuleSet, anonymizes_nothing
 
 REPORT_VERSION = 1
 
@@ -63,6 +59,7 @@ class RulesReport:
     findings: list[Finding] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # the rules themselves cannot be used as they are
     notes: list[str] = field(default_factory=list)
+    k_anonymity: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,7 +70,7 @@ class RulesReport:
                 "tables_checked": self.tables_checked, "columns_checked": self.columns_checked,
                 "rows_sampled_per_table": self.rows_sampled_per_table,
                 "findings": [finding.as_dict() for finding in self.findings], "problems": list(self.problems),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "k_anonymity": list(self.k_anonymity)}
 
     def lines(self) -> list[str]:
         head = (f"Rules {self.rules_file} checked against {self.source}: {self.tables_checked} tables, "
@@ -86,6 +83,11 @@ class RulesReport:
             lines.append(f"{len(self.findings)} column(s) look personal and have no rule:")
             lines.extend(f"  - {finding.line()}" for finding in self.findings)
             lines.append(WAYS_ON)
+        for group in self.k_anonymity:
+            lines.append(f"k-anonymity of {group['table']} ({', '.join(group['columns'])}) once anonymized: "
+                         f"smallest group {group['smallest_group']}, {group['groups']} groups, "
+                         f"{group['rows_in_smaller_groups']} of {group['rows']} rows in groups smaller than "
+                         f"{group['threshold']}")
         lines.extend(f"note: {note}" for note in self.notes)
         if self.ok:
             lines.append("OK: every column that looks personal has a rule.")
@@ -192,39 +194,127 @@ def _content_suggestion(column: Column, detectors: Sequence[pii.Detector]) -> st
     return "hash"
 
 
-def review(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan, rules: RuleSet,
-           resolved: Mapping[int, Mapping[str, Rule]], source: str) -> RulesReport:
-    """Everything the rules must pass before a row moves, as one report."""
+def review(snapshot: psycopg.Connection, keyed: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan,
+           rules: RuleSet, resolved: Mapping[int, Mapping[str, ResolvedRule]], facts: SourceFacts,
+           source: str) -> RulesReport:
+    """Everything the rules must pass before a row moves, as one report.
+
+    ``snapshot`` is the sync's snapshot session; ``keyed`` a session in the same snapshot that can compute
+    pseudonyms (constraints and k-anonymity are evaluated on the rules' output).
+    """
     report = RulesReport(source=source, rules_file=rules.origin)
     if anonymizes_nothing(rules):
         report.problems.append("the rules anonymize nothing (no rule, or only `keep`): a sync would refuse them")
-    report.findings, report.tables_checked, report.columns_checked = find_unreviewed(conn, catalog, plan, resolved)
+    report.findings, report.tables_checked, report.columns_checked = find_unreviewed(snapshot, catalog, plan,
+                                                                                     resolved)
+    keys, notes = unreviewed_keys(catalog, plan, resolved, facts)
+    report.findings.extend(keys)
+    report.notes.extend(notes)
+    copied = [copy.relation for copy in plan.copies]
+    static, scans = static_conflicts(catalog, facts, resolved, copied)
+    report.problems.extend(static)
+    report.problems.extend(run_pre_scans(keyed, scans, resolved))
+    report.k_anonymity = k_anonymity(keyed, catalog, rules, resolved)
+    report.problems.extend(f"{group['table']} ({', '.join(group['columns'])}): the smallest group of people sharing "
+                           f"these values once anonymized has {group['smallest_group']} row(s), below the "
+                           f"min_group of {group['min_group']}; generalize them further (generalize: year, "
+                           "departement)" for group in report.k_anonymity if group["ok"] is False)
     return report
 
 
-def enforce_review(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan, rules: RuleSet,
-                   resolved: Mapping[int, Mapping[str, Rule]], source: str) -> RulesReport:
-    """The sync's gate: raise (nothing written yet) when the review finds anything; else return the report."""
-    report = review(conn, catalog, plan, rules, resolved, source)
-    if report.problems:
-        raise ConfigError("The sync stopped before copying anything: " + "; ".join(report.problems) + ".")
-    if report.findings:
-        raise ConfigError(unreviewed_message(report))
-    return report
+KEY_SUFFIXES = frozenset({"id", "uuid", "ref", "fk"})
 
 
-def check_rules(source: DatabaseAddress, rules_path: Path | None, selection: Selection) -> RulesReport:
-    """``sync-prod --check-rules``: the review of the rules against the source, copying nothing."""
-    rules = load_rules(rules_path or default_rules_path())
-    try:
-        with exported_snapshot(source) as snap:
-            catalog = read_catalog(snap.conn)
-            resolved = resolve_rules(rules, catalog)
-            plan = build_plan(catalog, selection, resolved, binary_allowed=False)
-            return review(snap.conn, catalog, plan, rules, resolved, source.masked_url())
-    except psycopg.Error as error:
-        raise TetherError(f"Checking the rules against {source.masked_url()} failed: "
-                          f"{' '.join(str(error).split())}") from None
+def _key_target(catalog: SourceCatalog, facts: SourceFacts, words: list[str]) -> tuple[Relation, str] | None:
+    """The table and key column a ``*_id`` column seems to point at (``user_id`` → users.id), if one exists."""
+    stem = [word for word in words[:-1] if word]
+    if not stem:
+        return None
+    wanted = {"_".join(stem), stem[-1]}
+    names = {name for base in wanted for name in (base, base + "s", base + "es", base[:-1] + "ies" if
+                                                    base.endswith("y") else base)}
+    for relation in catalog.relations.values():
+        if relation.kind in ("r", "p") and relation.partition_root is None and relation.name.lower() in names:
+            columns = {column.name for column in relation.columns}
+            if "id" in columns:
+                return relation, "id"
+            singles = [index.keys[0] for index in facts.unique_indexes.get(relation.oid, [])
+                       if len(index.keys) == 1 and index.keys[0] and not index.predicate]
+            if singles:
+                return relation, str(singles[0])
+    return None
+
+
+def unreviewed_keys(catalog: SourceCatalog, plan: SyncPlan, resolved: Mapping[int, Mapping[str, ResolvedRule]],
+                    facts: SourceFacts) -> tuple[list[Finding], list[str]]:
+    """Columns named like a key (``user_id``) with no foreign key and no rule.
+
+    When the key they seem to hold is pseudonymized, they stop the sync: copied as they are, they would keep
+    the real key beside the pseudonyms (and joins would break). Otherwise they are a note.
+    """
+    with_keys = {(key.table, column) for key in facts.foreign_keys for column in key.columns}
+    findings: dict[tuple[str, str], Finding] = {}
+    notes: dict[str, None] = {}
+    for copy in plan.copies:
+        relation = copy.relation
+        owner = catalog.relations.get(relation.partition_root or relation.oid, relation)
+        for column in relation.copied_columns:
+            words = pii.name_words(column.name)
+            if (len(words) < 2 or words[-1] not in KEY_SUFFIXES or column.name in resolved.get(relation.oid, {})
+                    or (relation.oid, column.name) in with_keys):
+                continue
+            target = _key_target(catalog, facts, words)
+            if target is None or target[0].oid in (relation.oid, owner.oid):
+                continue
+            table, key = target
+            rule = resolved.get(table.oid, {}).get(key)
+            qualified = f"{table.qualified}.{key}"
+            if rule is not None and rule.kind != "keep":
+                findings[(owner.qualified, column.name)] = Finding(
+                    owner.qualified, column.name, column.type_sql,
+                    (f"named like a key of {qualified}, which is anonymized ({rule.kind}), with no foreign key "
+                     "to follow it",), f"{{same_as: {qualified}}}")
+            else:
+                notes[f"{owner.qualified}.{column.name} looks like a key of {qualified} but has no foreign key: "
+                      f"if {qualified} ever gets a rule, give this column {{same_as: {qualified}}}"] = None
+    return list(findings.values()), list(notes)
+
+
+def k_anonymity(conn: psycopg.Connection, catalog: SourceCatalog, rules: RuleSet,
+                resolved: Mapping[int, Mapping[str, ResolvedRule]]) -> list[dict[str, Any]]:
+    """For each set of quasi-identifiers the rules name: the smallest group of rows sharing their anonymized
+    values (k), the number of groups, and the rows in groups smaller than min_group (or 5)."""
+    found = []
+    by_name = catalog.by_name()
+    with jit_off(conn):
+        for quasi in rules.quasi_identifiers:
+            relation = by_name[quasi.table]
+            table_rules = resolved.get(relation.oid, {})
+            selected = sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(column_expression(table_rules[name], _column(relation, name))
+                                           if name in table_rules else sql.Identifier(name), sql.Identifier(name))
+                for name in quasi.columns)
+            floor = quasi.min_group or DEFAULT_K
+            row = conn.execute(sql.SQL(
+                "SELECT coalesce(min(n), 0), count(*), coalesce(sum(n), 0), "
+                "coalesce(sum(n) FILTER (WHERE n < {floor}), 0) FROM (SELECT count(*) AS n FROM (SELECT {selected} "
+                "FROM {table}) AS anonymized GROUP BY {columns}) AS groups").format(
+                floor=sql.Literal(floor), selected=selected, table=relation.identifier,
+                columns=sql.SQL(", ").join(sql.Identifier(name) for name in quasi.columns))).fetchone()
+            assert row is not None
+            smallest, groups, rows, below = (int(value) for value in row)
+            found.append({"table": quasi.table, "columns": list(quasi.columns), "smallest_group": smallest,
+                          "groups": groups, "rows": rows, "threshold": floor, "rows_in_smaller_groups": below,
+                          "min_group": quasi.min_group,
+                          "ok": None if quasi.min_group is None else (rows == 0 or smallest >= quasi.min_group)})
+    return found
+
+
+DEFAULT_K = 5
+
+
+def _column(relation: Relation, name: str) -> Column:
+    return next(column for column in relation.columns if column.name == name)
 
 
 NO_ANONYMIZE_WARNING = ("--no-anonymize: the local copy will hold production's real personal data (customers' "
