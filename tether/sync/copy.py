@@ -13,7 +13,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -21,9 +21,9 @@ from psycopg import Copy, pq, sql
 
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
-from tether.sync.anonymize import SALT_SETTING
 from tether.sync.plan import TableCopy
 from tether.sync.progress import SyncProgress
+from tether.sync.redact import redact, server_error
 from tether.sync.snapshot import connect_local, connect_source, join_snapshot
 
 WRITE_BATCH = 256 * 1024  # bytes gathered before each write to the local server
@@ -33,7 +33,7 @@ FREEZE_MIN_BYTES = 8 * 1024 * 1024  # below this, the extra TRUNCATE costs more 
 @dataclass(frozen=True)
 class CopySettings:
     jobs: int
-    salt: str
+    source_settings: Mapping[str, str] = field(default_factory=dict)  # startup settings: a sync's own key
     freeze: bool = True  # tables are new in this database: load big ones frozen (COPY ... FREEZE)
 
 
@@ -106,11 +106,10 @@ def _worker(source: DatabaseAddress, snapshot_id: str, dest: DatabaseAddress, se
             shared: _Shared, progress: SyncProgress, on_committed: Callable[[TableCopy], None] | None,
             wait_for: Callable[[TableCopy], None] | None) -> None:
     try:
-        with connect_source(source) as src, connect_local(dest) as dst:
+        with connect_source(source, settings.source_settings) as src, connect_local(dest) as dst:
             with shared.lock:
                 shared.connections.extend((src, dst))
             join_snapshot(src, snapshot_id)
-            src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, settings.salt))
             while (copy := shared.next_table()) is not None:
                 if wait_for is not None:
                     wait_for(copy)  # between tables: no lock is held while waiting
@@ -144,7 +143,7 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
             with in_cursor.copy(copy.copy_in(freeze)) as into:
                 total = _pour(source, into, lambda written: advance(copy.name, written, source.rows_read))
         except psycopg.Error as error:
-            raise TetherError(f"Copying {copy.name} failed: {' '.join(str(error).split())}") from None
+            raise TetherError(f"Copying {copy.name} failed: {server_error(error)}") from None
         except SourceError as error:
             raise TetherError(f"Reading {copy.name} from the source failed: {error}") from None
         local_rows = in_cursor.rowcount
@@ -258,5 +257,5 @@ class SourceRows:
 def _message(result: pq.abc.PGresult | None) -> str:
     if result is None:
         return "the source server sent no result"
-    text = (result.error_message or b"").decode("utf-8", "replace")
+    text = redact((result.error_message or b"").decode("utf-8", "replace"))  # never a row's values
     return " ".join(text.split()) or f"unexpected status {pq.ExecStatus(result.status).name}"

@@ -30,16 +30,8 @@ from tether.errors import CommandFailed, ConfigError, TetherError
 from tether.native.binaries import client_program
 from tether.swap import cleanup_leftovers, scratch_name, swap_names
 from tether.sync import local as localdb
-from tether.sync.anonymize import (
-    NO_RULES,
-    SALT_SETTING,
-    RuleSet,
-    anonymize_salt,
-    default_rules_path,
-    load_rules,
-    resolve_rules,
-    salt_digest,
-)
+from tether.sync.anonymization import Anonymization
+from tether.sync.anonymize import NO_RULES, RuleSet, default_rules_path, load_rules
 from tether.sync.catalog import (
     Relation,
     SourceCatalog,
@@ -69,7 +61,7 @@ from tether.sync.parallel import run_parallel
 from tether.sync.plan import Selection, SyncPlan, TableCopy, build_plan, exclude_table_pattern
 from tether.sync.progress import SyncProgress
 from tether.sync.reset import reset_from_snapshot, retire
-from tether.sync.review import NO_ANONYMIZE_WARNING, enforce_review, require_anonymization
+from tether.sync.review import NO_ANONYMIZE_WARNING, require_anonymization
 from tether.sync.safety import LocalServer, check_distinct, check_local, inspect_local
 from tether.sync.schema import (
     TocEntry,
@@ -124,11 +116,11 @@ class SyncOptions:
     # the local database: no second copy (about a quarter faster), but no reset and every sync copies everything.
     snapshot: bool = True
 
-    def digest(self, rules: RuleSet, salt: str) -> str:
+    def digest(self, rules: RuleSet, key_identity: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
         data = {"selection": self.selection.as_dict(), "anonymize": self.anonymize,
                 "rules": rules.digest() if self.anonymize else None,
-                "salt": salt_digest(salt) if self.anonymize else None, "version": STATE_VERSION}
+                "key": key_identity if self.anonymize else None, "version": STATE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -156,7 +148,7 @@ class _Context:
     local: LocalServer
     catalog: SourceCatalog
     plan: SyncPlan
-    salt: str
+    anonymization: Anonymization
     options_digest: str
     work_dir: Path
     archive: Path | None = None
@@ -193,7 +185,6 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     rules = load_rules(options.rules_path or default_rules_path()) if options.anonymize else NO_RULES
     if options.anonymize:
         require_anonymization(rules)  # an empty rules file must not pass for an anonymized copy
-    salt = anonymize_salt() if options.anonymize else ""
     localdb.snapshot_name(dest.database)
     scratch_name(dest.database, "sync")  # a name too long for scratch copies fails here, before any work
     phases = _Phases()
@@ -208,14 +199,17 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             catalog = read_catalog(snap.conn)
             catalog_digest = catalog_fingerprint(snap.conn)
             check_distinct(catalog.server, local, dest)
-            resolved = resolve_rules(rules, catalog) if options.anonymize else {}
+            anonymization = (Anonymization.prepare(snap.conn, catalog, rules) if options.anonymize
+                             else Anonymization.off())
+            resolved = anonymization.resolved
+            selection = anonymization.selection(options.selection, catalog)  # never the key's own table
             binary = catalog.server.major == local.major
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
+            plan = build_plan(catalog, selection, resolved, binary_allowed=binary)
             lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary)
-            if options.anonymize:  # personal columns without a rule stop the sync here, before any write
-                enforce_review(snap.conn, catalog, plan, rules, resolved, source.masked_url())
+            plan = build_plan(catalog, selection, resolved, binary_allowed=binary)
+            if options.anonymize:  # personal columns without a rule, or rules breaking constraints: stop here
+                anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
         if not options.anonymize:
             confirm(NO_ANONYMIZE_WARNING, yes=options.yes)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
@@ -223,8 +217,11 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                 f"{source.masked_url()}?", yes=options.yes)
         if not options.anonymize:
             progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
-        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
-                           options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest)
+        if anonymization.key is not None:
+            summary.pseudonym_key = anonymization.key.mode
+        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, anonymization,
+                           options.digest(rules, anonymization.key_identity), Path(work_dir),
+                           catalog_digest=catalog_digest)
         _fill_plan_summary(context)
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
@@ -424,6 +421,9 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         results = _copy(context, snap, scratch_address, plan.copies, wait_for=waiter, on_committed=committed)
         if second_wave is not None:
             second_wave.result()
+        with phases("leak scan"), connect_local(scratch_address) as conn, conn.transaction():
+            context.summary.leak_scan = context.anonymization.scan_for_leaks(
+                context.source, snap.snapshot_id, conn, [copy.relation for copy in plan.copies]).as_dict()
         sequences = _read_sequences(context, snap)
         fingerprints = _fingerprints(context, snap, None, [copy.relation for copy in plan.copies])
         snap.conn.close()  # the source is no longer needed: release its snapshot now
@@ -509,7 +509,8 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         changes = detection.result()
     fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
                                                      changes.local_reason)
-    changed = changed_tables(previous, relations, fingerprints)
+    # A key made for this sync cannot extend the last sync's pseudonyms: their tables are copied again too.
+    changed = context.anonymization.recopied(changed_tables(previous, relations, fingerprints), relations)
     if changed and not context.local.superuser:
         summary.notes.insert(0, "full sync: copying only changed tables needs a superuser on the local server")
         _full(context, snap)
@@ -595,11 +596,11 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
     database is then made again from it (one database copy instead of two).
     """
     phases, summary = context.phases, context.summary
-    settings = CopySettings(jobs=1, salt=context.salt, freeze=False)
+    settings = CopySettings(jobs=1, source_settings=context.anonymization.session_settings, freeze=False)
     views = _populated_views(context)
-    with _snapshot_session(context) as conn, connect_source(context.source) as src:
+    with _snapshot_session(context) as conn, connect_source(context.source,
+                                                            context.anonymization.session_settings) as src:
         join_snapshot(src, snap.snapshot_id)
-        src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
             with phases("clear changed"):
@@ -615,6 +616,9 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
                 finally:
                     context.progress.stop_tables()
             src.execute("ROLLBACK")
+            with phases("leak scan"):
+                summary.leak_scan = context.anonymization.scan_for_leaks(
+                    context.source, snap.snapshot_id, conn, [copy.relation for copy in copies]).as_dict()
             if views:
                 with phases("materialized views"):
                     summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
@@ -693,7 +697,7 @@ def _copy(context: _Context, snap: SourceSnapshot, target: DatabaseAddress, copi
     progress = context.progress
     progress.phase(f"copying {len(copies)} tables ({context.options.jobs} workers"
                    f"{', anonymized on the source' if context.options.anonymize else ''})")
-    settings = CopySettings(jobs=context.options.jobs, salt=context.salt)
+    settings = CopySettings(jobs=context.options.jobs, source_settings=context.anonymization.session_settings)
     with context.phases("data"):
         progress.start_tables(len(copies))
         try:

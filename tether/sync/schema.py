@@ -22,6 +22,7 @@ import psycopg
 from tether.conninfo import DatabaseAddress
 from tether.errors import CommandFailed, TetherError
 from tether.pgtools import connection_argument, program_env
+from tether.sync.redact import redact
 from tether.sync.snapshot import LOCAL_SETTINGS, SOURCE_SETTINGS, session_options
 
 # What a local copy leaves out: tablespaces, security labels, and publications and subscriptions (a
@@ -115,7 +116,7 @@ def run_program(argv: list[str], env: dict[str, str], what: str, hint: str = "")
     """Run a client program; a failure is a CommandFailed carrying the tail of its stderr."""
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise CommandFailed(what, result.returncode, result.stderr, hint)
+        raise CommandFailed(what, result.returncode, redact(result.stderr), hint)  # no row's values in a message
     return result.stdout
 
 
