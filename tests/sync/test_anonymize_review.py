@@ -14,7 +14,7 @@ from tether.migrations import init_database
 from tether.secrets import generate_password
 from tether.sync.engine import sync
 from tether.sync.plan import Selection
-from tether.sync.review import check_rules
+from tether.sync.anonymization import check_rules
 from tether.tasks import sync as sync_tasks
 
 from .conftest import RULES_YAML, database_names, execute
@@ -132,7 +132,7 @@ def test_check_rules_reports_without_copying(sync_servers, isolated_project, rul
     assert caught.value.code == 1 and "2 personal-looking column(s)" in str(caught.value.message)
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"version", "ok", "source", "rules_file", "tables_checked", "columns_checked",
-                         "rows_sampled_per_table", "findings", "problems", "notes"}
+                         "rows_sampled_per_table", "findings", "problems", "notes", "k_anonymity"}
     assert data["ok"] is False and data["problems"] == [] and data["tables_checked"] == 10
     assert [(f["table"], f["column"], f["type"], f["suggested_rule"]) for f in data["findings"]] == [
         ("app.people", "iban", "text", "fake_iban"), ("app.teams", "notes", "text", "fake_phone")]
