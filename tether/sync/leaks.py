@@ -269,7 +269,8 @@ def _compare(source: psycopg.Connection, local: psycopg.Connection, relation: Re
         "SELECT {keys}, {values} FROM ONLY {table} WHERE ({keys}) IN (SELECT * FROM unnest({arrays}))").format(
         keys=sql.SQL(", ").join(sql.SQL("({})::text").format(sql.Identifier(name)) for name in key),
         values=sql.SQL(", ").join(local_values), table=relation.identifier,
-        arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in key)), arrays).fetchall()
+        # Literals, not parameters: the digests' and patterns' SQL holds % signs.
+        arrays=sql.SQL(", ").join(sql.SQL("{}::text[]").format(sql.Literal(values)) for values in arrays))).fetchall()
     counts = {check.column: [0, 0] for check in checks}
     for row in matched:
         theirs = by_key.get(tuple(row[:width]))
