@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from tether.sync import anonymize
 from tether.sync.anonymization import check_rules
@@ -20,7 +21,8 @@ from .realistic import REALISTIC_RULES, REALISTIC_SQL
 JOINS = {
     "uuid foreign key": "SELECT count(*) FROM app.profiles p JOIN auth.users u ON u.id = p.user_id",
     "citext foreign key": "SELECT count(*) FROM app.orders o JOIN auth.users u ON u.email = o.buyer_email",
-    "lower() join": "SELECT count(*) FROM app.invitations i JOIN auth.users u ON lower(i.invited_email) = lower(u.email)",
+    "lower() join": "SELECT count(*) FROM app.invitations i JOIN auth.users u "
+                    "ON lower(i.invited_email) = lower(u.email)",
     "same_as, no foreign key": "SELECT count(*) FROM app.events e JOIN auth.users u ON u.id = e.user_id",
     "partition's own rows": "SELECT count(*) FROM app.events_2025 e JOIN auth.users u ON u.id = e.user_id",
 }
@@ -128,9 +130,10 @@ def test_partitions_get_their_parents_rules(sync_servers, sync_options, realisti
     summary = sync(realistic, dest, sync_options(rules_path=realistic_rules))
     partitions = {rule["table"] for rule in summary.rules_applied if rule["column"] == "payload"}
     assert partitions == {"app.events_2024", "app.events_2025"}
-    for partition in ("app.events_2024", "app.events_2025"):
-        real = {row[0] for row in execute(realistic, f"SELECT payload->>'email' FROM {partition}")}
-        copied = {row[0] for row in execute(dest, f"SELECT payload->>'email' FROM {partition}")}
+    for partition in ("events_2024", "events_2025"):
+        query = sql.SQL("SELECT payload->>'email' FROM {}").format(sql.Identifier("app", partition))
+        real = {row[0] for row in execute(realistic, query)}
+        copied = {row[0] for row in execute(dest, query)}
         assert copied and not real & copied, partition
     # Break the lookup that gives partitions their parent's rules: the sync must not copy raw payloads.
     monkeypatch.setattr(anonymize.SourceCatalog, "ancestors", lambda self, oid: [])

@@ -12,9 +12,9 @@ from invoke.exceptions import Exit
 from tether.errors import ConfigError, Refused
 from tether.migrations import init_database
 from tether.secrets import generate_password
+from tether.sync.anonymization import check_rules
 from tether.sync.engine import sync
 from tether.sync.plan import Selection
-from tether.sync.anonymization import check_rules
 from tether.tasks import sync as sync_tasks
 
 from .conftest import RULES_YAML, database_names, execute
