@@ -223,6 +223,7 @@ def review(snapshot: psycopg.Connection, keyed: psycopg.Connection, catalog: Sou
 
 
 KEY_SUFFIXES = frozenset({"id", "uuid", "ref", "fk"})
+IRREGULAR_PLURALS = {"person": "people", "child": "children", "man": "men", "woman": "women"}
 
 
 def _key_target(catalog: SourceCatalog, facts: SourceFacts, words: list[str]) -> tuple[Relation, str] | None:
@@ -231,8 +232,8 @@ def _key_target(catalog: SourceCatalog, facts: SourceFacts, words: list[str]) ->
     if not stem:
         return None
     wanted = {"_".join(stem), stem[-1]}
-    names = {name for base in wanted for name in (base, base + "s", base + "es", base[:-1] + "ies" if
-                                                    base.endswith("y") else base)}
+    names = {name for base in wanted for name in (base, base + "s", base + "es", IRREGULAR_PLURALS.get(base, base),
+                                                    base[:-1] + "ies" if base.endswith("y") else base)}
     for relation in catalog.relations.values():
         if relation.kind in ("r", "p") and relation.partition_root is None and relation.name.lower() in names:
             columns = {column.name for column in relation.columns}
