@@ -148,7 +148,7 @@ def test_content_sample_classifies_values_on_the_server(pg_db):
         conn.execute("BEGIN")  # as in a sync: inside the snapshot's transaction
         relation = read_catalog(conn).by_name()["public.content"]
         columns = pii.sampled_columns(relation)
-        counts = pii.sample_content(conn, [(relation, columns)], {})
+        counts = pii.sample_content(conn, [(relation, columns)], {}, rows=pii.THOROUGH_SAMPLE_ROWS)
         assert conn.execute("SELECT current_setting('jit')").fetchone() == ("on",)  # put back as it was
     found = {name: sorted(detector.key for detector, _ in counts[(relation.oid, name)].reasons())
              for _, name in counts}
@@ -162,6 +162,17 @@ def test_content_sample_classifies_values_on_the_server(pg_db):
     assert note.contained["phone"] == 60 and note.whole["phone"] == 0
     reasons = dict((d.key, text) for d, text in counts[(relation.oid, "doc")].reasons())
     assert reasons["email"] == "60 of 120 sampled values are e-mail addresses"  # strings and numbers of the json
+
+
+def test_a_sync_samples_fewer_rows_than_the_check(pg_db):
+    with psycopg.connect(pg_db.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE many AS SELECT 'p' || g || '@x.org' AS contact FROM generate_series(1, 500) g")
+        relation = read_catalog(conn).by_name()["public.many"]
+        columns = pii.sampled_columns(relation)
+        quick = pii.sample_content(conn, [(relation, columns)], {})
+        thorough = pii.sample_content(conn, [(relation, columns)], {}, rows=pii.THOROUGH_SAMPLE_ROWS)
+    assert quick[(relation.oid, "contact")].values == pii.SAMPLE_ROWS < pii.THOROUGH_SAMPLE_ROWS
+    assert thorough[(relation.oid, "contact")].values == pii.THOROUGH_SAMPLE_ROWS
 
 
 def test_big_tables_are_sampled_by_pages():

@@ -16,6 +16,7 @@ import psycopg
 
 from tether.conninfo import DatabaseAddress
 from tether.errors import ConfigError, TetherError
+from tether.sync import pii
 from tether.sync.anonymize import keyed_tables, resolve_rules
 from tether.sync.catalog import Relation, SourceCatalog, read_catalog
 from tether.sync.expressions import ResolvedRule
@@ -81,10 +82,11 @@ class Anonymization:
         return report
 
     def review(self, snapshot: psycopg.Connection, source: DatabaseAddress, snapshot_id: str,
-               catalog: SourceCatalog, plan: SyncPlan) -> RulesReport:
+               catalog: SourceCatalog, plan: SyncPlan, rows: int = pii.SAMPLE_ROWS) -> RulesReport:
         assert self.key is not None
         with keyed_session(source, snapshot_id, self.key) as keyed:
-            return review(snapshot, keyed, catalog, plan, self.rules, self.resolved, self.facts, source.masked_url())
+            return review(snapshot, keyed, catalog, plan, self.rules, self.resolved, self.facts, source.masked_url(),
+                          rows)
 
     def recopied(self, changed: Sequence[str], relations: Sequence[Relation]) -> list[str]:
         """Incremental syncs: with a key made for this sync, tables holding pseudonyms are copied again too."""
@@ -114,7 +116,8 @@ def check_rules(source: DatabaseAddress, rules_path: Path | None, selection: Sel
             anonymization = Anonymization.prepare(snap.conn, catalog, rules)
             plan = build_plan(catalog, anonymization.selection(selection, catalog), anonymization.resolved,
                               binary_allowed=False)
-            report = anonymization.review(snap.conn, source, snap.snapshot_id, catalog, plan)
+            report = anonymization.review(snap.conn, source, snap.snapshot_id, catalog, plan,
+                                          pii.THOROUGH_SAMPLE_ROWS)
     except psycopg.Error as error:
         raise TetherError(f"Checking the rules against {source.masked_url()} failed: {server_error(error)}") from None
     if anonymization.key is not None:

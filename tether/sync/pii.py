@@ -21,7 +21,10 @@ from psycopg import sql
 
 from tether.sync.catalog import Column, Relation
 
-SAMPLE_ROWS = 100  # rows sampled per table (all of a smaller one)
+# Rows sampled per table (all of a smaller one): a sync's safety net looks at fewer than --check-rules, which CI
+# runs on every migration, so that whatever passes the check passes the sync.
+SAMPLE_ROWS = 50
+THOROUGH_SAMPLE_ROWS = 200
 VALUES_PER_ROW = 10  # at most this many strings read from one json document or array
 TABLES_PER_QUERY = 100
 
@@ -397,7 +400,8 @@ class ContentCounts:
 CANDIDATE = r"@|[0-9]([ .()/+-]{0,2}[0-9]){7}|[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:"
 
 
-def _sample_query(relation: Relation, columns: Sequence[Column], sample: sql.Composable) -> sql.Composed:
+def _sample_query(relation: Relation, columns: Sequence[Column], sample: sql.Composable,
+                  rows: int = SAMPLE_ROWS) -> sql.Composed:
     """One table's sampled values: rows (table oid, column name, text value)."""
     values = sql.SQL(", ").join(
         sql.SQL("({}, {})").format(sql.Literal(column.name), sampled_values(column)) for column in columns)
@@ -406,7 +410,7 @@ def _sample_query(relation: Relation, columns: Sequence[Column], sample: sql.Com
         "(SELECT {oid}::oid AS table_oid, x.name, raw FROM (SELECT {selected} FROM ONLY {table}{sample} LIMIT {rows}) "
         "AS s CROSS JOIN LATERAL (VALUES {values}) AS x(name, vals) CROSS JOIN LATERAL unnest(x.vals) AS raw)").format(
         oid=sql.Literal(relation.oid), selected=selected, table=relation.identifier, sample=sample,
-        rows=sql.Literal(SAMPLE_ROWS), values=values)
+        rows=sql.Literal(rows), values=values)
 
 
 def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
@@ -436,18 +440,18 @@ def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
         samples=sql.SQL(" UNION ALL ").join(samples))
 
 
-def sample_clause(estimated_rows: float) -> sql.Composable:
+def sample_clause(estimated_rows: float, rows: int = SAMPLE_ROWS) -> sql.Composable:
     """TABLESAMPLE for big tables (a few random pages instead of the oldest rows); nothing for small ones."""
-    if estimated_rows <= SAMPLE_ROWS * 20:
+    if estimated_rows <= rows * 20:
         return sql.SQL("")
-    percent = max(0.01, min(100.0, 100.0 * SAMPLE_ROWS * 4 / estimated_rows))
+    percent = max(0.01, min(100.0, 100.0 * rows * 4 / estimated_rows))
     return sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(round(percent, 4)))
 
 
 def sample_content(conn: psycopg.Connection, targets: Iterable[tuple[Relation, Sequence[Column]]],
-                   estimated_rows: dict[int, float]) -> dict[tuple[int, str], ContentCounts]:
-    """Classify a sample of each (table, columns) on the source; (table oid, column) → counts."""
-    parts = [_sample_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0)))
+                   estimated_rows: dict[int, float], rows: int = SAMPLE_ROWS) -> dict[tuple[int, str], ContentCounts]:
+    """Classify a sample of ``rows`` rows of each (table, columns) on the source; (table oid, column) → counts."""
+    parts = [_sample_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0), rows), rows)
              for relation, columns in targets if columns]
     found: dict[tuple[int, str], ContentCounts] = {}
     with jit_off(conn):

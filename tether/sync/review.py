@@ -123,7 +123,8 @@ def _reviewed(rules: Mapping[int, Mapping[str, Rule]], relation: Relation, colum
 
 
 def find_unreviewed(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan,
-                    rules: Mapping[int, Mapping[str, Rule]]) -> tuple[list[Finding], int, int]:
+                    rules: Mapping[int, Mapping[str, Rule]], rows: int = pii.SAMPLE_ROWS) -> \
+        tuple[list[Finding], int, int]:
     """Columns of the copied tables that look personal and have no rule; also (tables, columns) looked at.
 
     Partitions are reported under their partitioned table, where the rule belongs (it reaches them all).
@@ -149,7 +150,7 @@ def find_unreviewed(conn: psycopg.Connection, catalog: SourceCatalog, plan: Sync
                 suggestion[key] = reasons[0][0].suggestion
         targets.append((relation, [column for column in pii.sampled_columns(relation) if column in unruled]))
     estimates = pii.estimated_rows(conn, [relation.oid for relation, columns in targets if columns])
-    counts = pii.sample_content(conn, targets, estimates)
+    counts = pii.sample_content(conn, targets, estimates, rows)
     content: dict[tuple[int, str], list[str]] = {}
     partitions: dict[tuple[int, str], int] = {}
     for relation, columns in targets:
@@ -196,17 +197,17 @@ def _content_suggestion(column: Column, detectors: Sequence[pii.Detector]) -> st
 
 def review(snapshot: psycopg.Connection, keyed: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan,
            rules: RuleSet, resolved: Mapping[int, Mapping[str, ResolvedRule]], facts: SourceFacts,
-           source: str) -> RulesReport:
+           source: str, rows: int = pii.SAMPLE_ROWS) -> RulesReport:
     """Everything the rules must pass before a row moves, as one report.
 
     ``snapshot`` is the sync's snapshot session; ``keyed`` a session in the same snapshot that can compute
     pseudonyms (constraints and k-anonymity are evaluated on the rules' output).
     """
-    report = RulesReport(source=source, rules_file=rules.origin)
+    report = RulesReport(source=source, rules_file=rules.origin, rows_sampled_per_table=rows)
     if anonymizes_nothing(rules):
         report.problems.append("the rules anonymize nothing (no rule, or only `keep`): a sync would refuse them")
     report.findings, report.tables_checked, report.columns_checked = find_unreviewed(snapshot, catalog, plan,
-                                                                                     resolved)
+                                                                                     resolved, rows)
     keys, notes = unreviewed_keys(catalog, plan, resolved, facts)
     report.findings.extend(keys)
     report.notes.extend(notes)

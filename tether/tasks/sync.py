@@ -101,7 +101,7 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
 def _check_rules(source: str | None, rules: Path | None, selection: Any, as_json: bool) -> None:
     from tether.endpoints import open_database
     from tether.errors import TetherError
-    from tether.sync.review import check_rules
+    from tether.sync.anonymization import check_rules
 
     with open_database(source or "prod", readonly=True) as remote:
         report = check_rules(remote, rules, selection)
