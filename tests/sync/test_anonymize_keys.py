@@ -37,6 +37,10 @@ SELECT 'prenom' || g || '.nom' || g || '@orange.fr', 'Prénom Nom ' || g,
        '06 12 34 ' || lpad((g / 10)::text, 2, '0') || ' ' || (g % 10) || (g % 7),
        date '1970-01-01' + (g * 53) % 15000
 FROM generate_series(1, 300) g;
+INSERT INTO app.groups (slug, name, owner_profile_id) VALUES ('club', 'Club', 1);
+INSERT INTO app.resources (owner_profile_id, title, category) VALUES (1, 'Guide', 'docs');
+INSERT INTO app.resource_shares (resource_id, shared_by_profile_id, recipient_email)
+SELECT id, 1, 'ami@orange.fr' FROM app.resources;
 """
 
 
@@ -137,21 +141,29 @@ def test_a_server_key_gives_the_same_pseudonyms_on_every_sync_and_is_never_copie
         assert fake == f"user_{digest[:32]}@example.com"
 
 
-def test_a_source_without_the_key_gets_one_per_sync_and_re_syncs_copy_pseudonyms_again(shops, sync_servers,
-                                                                                      sync_options):
+def test_a_source_without_the_key_gets_one_per_sync_and_never_mixes_two(shops, sync_servers, sync_options):
     shop = shops["per-sync"]
     dest = sync_servers.dest()
     rules = REPO / "anonymize.yaml"
-    first = sync(shop.reader, dest, sync_options(rules_path=rules))
-    assert first.pseudonym_key == "per-sync"
+    assert sync(shop.reader, dest, sync_options(rules_path=rules)).pseudonym_key == "per-sync"
     emails = dict(execute(dest, "SELECT id, email FROM app.profiles"))
+    tokens = execute(dest, "SELECT id, share_token FROM app.resource_shares ORDER BY id")
+    # Nothing changed: every table keeps the last sync's pseudonyms, which still match each other.
+    assert sync(shop.reader, dest, sync_options(rules_path=rules)).mode == "unchanged"
+    # A table without pseudonyms changed: only it is copied.
+    execute(shop.admin, "UPDATE app.groups SET description = 'changed'")
     second = sync(shop.reader, dest, sync_options(rules_path=rules))
-    # Nothing changed on the source, but the old sync's pseudonyms cannot be extended with a new key: the
-    # tables holding pseudonyms are copied again (and only those), so no table mixes two keys.
-    assert second.mode == "incremental"
-    assert set(second.changed_tables) == {"app.profiles", "app.resource_shares"}
+    assert second.mode == "incremental" and second.changed_tables == ["app.groups"]
+    assert dict(execute(dest, "SELECT id, email FROM app.profiles")) == emails
+    # A table holding pseudonyms changed: the new key cannot extend the old one's, so every table holding
+    # pseudonyms is copied again with it, and none mixes two keys.
+    execute(shop.admin, "UPDATE app.profiles SET bio = 'changed' WHERE id = 1")
+    third = sync(shop.reader, dest, sync_options(rules_path=rules))
+    assert set(third.changed_tables) == {"app.profiles", "app.resource_shares"}
     again = dict(execute(dest, "SELECT id, email FROM app.profiles"))
     assert again.keys() == emails.keys() and not set(again.values()) & set(emails.values())
+    shares = execute(dest, "SELECT id, share_token FROM app.resource_shares ORDER BY id")
+    assert len(shares) == len(tokens) == 1 and shares != tokens
 
 
 def _machine_strings(project: Path, dest: DatabaseAddress, clone: Path | None) -> list[str]:

@@ -89,11 +89,14 @@ class Anonymization:
                           rows)
 
     def recopied(self, changed: Sequence[str], relations: Sequence[Relation]) -> list[str]:
-        """Incremental syncs: with a key made for this sync, tables holding pseudonyms are copied again too."""
+        """Incremental syncs with a key made for this sync: when a table holding pseudonyms changed, every table
+        holding them is copied again, so that no two carry pseudonyms of different keys. When none changed, the
+        copies all keep the last sync's key and still match each other.
+        """
         if self.key is None or self.key.stable:
             return list(changed)
-        keyed = keyed_tables(self.resolved)
-        return sorted(set(changed) | {relation.qualified for relation in relations if relation.oid in keyed})
+        keyed = {relation.qualified for relation in relations if relation.oid in keyed_tables(self.resolved)}
+        return sorted(set(changed) | keyed) if keyed & set(changed) else list(changed)
 
     def scan_for_leaks(self, source: DatabaseAddress, snapshot_id: str, local: psycopg.Connection,
                        tables: Sequence[Relation]) -> LeakReport:

@@ -11,8 +11,8 @@ key must not reach the destination machine. Two ways, decided per sync:
 - ``per-sync``: a source without that schema (a production database we did not write). A random key is made
   for this sync only, held in memory, and given to the source sessions as custom settings in their startup
   packet (``-c tether.anonymize_ipad=...``), which no ``log_statement`` setting logs, unlike a bind
-  parameter. It is never stored, so pseudonyms are stable within one sync only: re-syncs copy the tables
-  that hold pseudonyms again instead of mixing two keys.
+  parameter. It is never stored, so pseudonyms are stable within one sync only: when a table holding them
+  changed, a re-sync copies every such table again instead of mixing two keys.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class SyncSummary:
                 lines.append("  pseudonyms: keyed by the source's secret (tether_anon), the same on every sync")
             elif self.pseudonym_key == "per-sync":
                 lines.append("  pseudonyms: keyed by a secret made for this sync only (the source has no tether_anon "
-                             "key): stable within this sync only; re-syncs copy their tables again")
+                             "key): stable within this sync only")
             if self.leak_scan:
                 scan = self.leak_scan
                 lines.append(f"  leak scan: {scan['columns_checked']} ruled columns, {scan['rows_sampled']} rows "
