@@ -10,6 +10,7 @@ social security numbers their mod-97 key, so that a random number is not taken f
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,7 +27,7 @@ from tether.sync.catalog import Column, Relation
 SAMPLE_ROWS = 50
 THOROUGH_SAMPLE_ROWS = 200
 VALUES_PER_ROW = 10  # at most this many strings read from one json document or array
-TABLES_PER_QUERY = 100
+TABLES_PER_QUERY = 50
 
 # ---------------------------------------------------------------------------------------------------------------
 # Names
@@ -142,6 +143,11 @@ EXCLUDING_WORDS = _words("""
 KEY_WORDS = frozenset({"id", "ids", "uuid", "key", "fk", "ref"})
 
 
+@functools.lru_cache(maxsize=4096)
+def _words_of(name: str) -> tuple[str, ...]:
+    return tuple(name_words(name))
+
+
 def name_words(name: str) -> list[str]:
     """``dateDeNaissance`` → [date, de, naissance]; ``E-mail_2`` → [e, mail, 2]; accents and case dropped."""
     text = unicodedata.normalize("NFKD", name)
@@ -186,13 +192,17 @@ _ELEMENT_CATEGORIES = {"int2": "N", "int4": "N", "int8": "N", "numeric": "N", "f
 
 
 def is_person_table(relation: Relation) -> bool:
-    return any(word in PERSON_NOUNS for word in name_words(relation.name))
+    return any(word in PERSON_NOUNS for word in _words_of(relation.name))
 
 
 def name_reasons(relation: Relation, column: Column) -> list[tuple[Category, str]]:
     """The categories of personal data that ``column``'s name (and type) points to, each with the word seen."""
-    words = name_words(column.name)
-    family = type_family(column)
+    return list(_name_reasons(column.name, type_family(column), is_person_table(relation)))
+
+
+@functools.lru_cache(maxsize=8192)
+def _name_reasons(name: str, family: str, person_table: bool) -> tuple[tuple[Category, str], ...]:
+    words = list(_words_of(name))
     if family == BOOLEAN:
         # A yes/no says nothing about a person, except for sensitive categories (health, beliefs).
         allowed: tuple[Category, ...] = tuple(c for c in CATEGORIES if c.key == "health")
@@ -215,9 +225,9 @@ def name_reasons(relation: Relation, column: Column) -> list[tuple[Category, str
         named = next((word for word in words if word in NAME_WORDS), None)
         if named is not None:
             person = next((word for word in words if word in NAME_QUALIFIERS | PERSON_NOUNS), None)
-            if person is not None or is_person_table(relation):
+            if person is not None or person_table:
                 found.append((_CATEGORY["person_name"], " ".join(filter(None, (person, named)))))
-    return found
+    return tuple(found)
 
 
 _CATEGORY = {category.key: category for category in CATEGORIES}
@@ -396,7 +406,8 @@ class ContentCounts:
 
 # A value is looked at closely only if it could be one of the above: an @, a run of eight digits with the
 # separators phones, cards and IBANs use, or the dots and colons of an IP address. Most values (words, labels,
-# hex digests) fail this one test, which keeps a sample of a few hundred tables within a second or two.
+# hex digests) fail this one test, which keeps a sample of a few hundred tables within a second or two. Hex
+# tokens (digests, uuids) are never personal by their content and are left out too.
 CANDIDATE = r"@|[0-9]([ .()/+-]{0,2}[0-9]){7}|[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:"
 
 
@@ -428,7 +439,8 @@ def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
     # Each OFFSET 0 keeps a subquery from being flattened, which would compute its columns again at every use.
     return sql.SQL(
         "SELECT table_oid, name, {counts} "
-        "FROM (SELECT table_oid, name, v, v ~ {candidate} AS candidate FROM (SELECT table_oid, name, "
+        "FROM (SELECT table_oid, name, v, v ~ {candidate} AND NOT (v ~ '[a-fA-F]' AND v ~ '^[0-9a-fA-F -]+$') "
+        "AS candidate FROM (SELECT table_oid, name, "
         "btrim(raw, E' \\t\\r\\n') AS v FROM ({samples}) AS sampled WHERE raw IS NOT NULL AND raw <> '' "
         "AND length(raw) < 10000 OFFSET 0) AS trimmed OFFSET 0) AS t "
         "CROSS JOIN LATERAL (SELECT compact, digits, length(digits) AS ndigits FROM (SELECT "
