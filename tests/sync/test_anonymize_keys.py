@@ -286,3 +286,18 @@ def test_the_check_says_which_key_it_would_use(shops, isolated_project):
     for mode, words in (("server", "source's secret"), ("per-sync", "this sync only")):
         report = check_rules(shops[mode].reader, REPO / "anonymize.yaml", Selection())
         assert report.ok and words in report.notes[0], report.lines()
+
+
+def test_readonly_can_still_dump_production_and_the_dump_has_no_key(shops, tmp_path, isolated_project):
+    """pg_dump locks every table it dumps: as readonly it could not lock the key's table, so db.dump leaves it out."""
+    from tether.dumps import dump_database
+    from tether.pgtools import DumpOptions
+
+    shop = shops["server"]
+    # Schema only: a readonly dump of the data also meets row-level security (pg_dump runs with row_security
+    # off), which is another matter; the lock on the key's table is taken either way.
+    result = dump_database(shop.reader, "prod", DumpOptions(schema_only=True), directory=tmp_path)
+    content = result.path.read_bytes()
+    assert b"tether_anon" in content  # the schema and its functions travel, the key does not
+    for pad in _server_key(shop):
+        assert pad.hex().encode() not in content and pad not in content
