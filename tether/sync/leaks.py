@@ -138,7 +138,8 @@ class _Check:
 
 
 def _digest(nonce: str, value: sql.Composable) -> sql.Composable:
-    return sql.SQL("md5({} || lower(({})::text))").format(sql.Literal(nonce), value)
+    """A salted digest of the value's text; none for an empty one (a rule may keep '' as it is)."""
+    return sql.SQL("md5({} || lower(NULLIF(({})::text, '')))").format(sql.Literal(nonce), value)
 
 
 def _json_path(path: str) -> str:
