@@ -102,8 +102,14 @@ INSERT INTO app.events (created_at, user_id, kind, payload)
 SELECT timestamptz '2024-06-01' + g * interval '3 hours', md5('user' || (1 + g % 400))::uuid,
        (ARRAY['login', 'purchase', 'logout'])[1 + g % 3],
        jsonb_build_object('ip', '82.64.1.' || (g % 200), 'email', 'Marie.Martin' || (1 + g % 400) || '@orange.fr',
+                          'user_id', md5('user' || (1 + (g * 7) % 400))::uuid,
                           'items', jsonb_build_array(jsonb_build_object('sku', 'A' || g, 'buyer', 'x' || g || '@y.fr')))
 FROM generate_series(1, 4000) g;
+
+-- Groups list their members' ids in an array: no foreign key can follow them.
+CREATE TABLE app.teams (id int PRIMARY KEY, name text NOT NULL, member_ids uuid[] NOT NULL);
+INSERT INTO app.teams SELECT g, 'Équipe ' || g, ARRAY[md5('user' || g)::uuid, md5('user' || (g + 100))::uuid]
+FROM generate_series(1, 50) g;
 ANALYZE;
 """
 
@@ -142,6 +148,9 @@ tables:
         ip: null
         email: fake_email
         items.*.buyer: fake_email
+        user_id: {same_as: auth.users.id}
+  app.teams:
+    member_ids: {each: {same_as: auth.users.id}}
 quasi_identifiers:
   app.profiles: [date_de_naissance, code_postal]
 """

@@ -25,6 +25,8 @@ JOINS = {
                     "ON lower(i.invited_email) = lower(u.email)",
     "same_as, no foreign key": "SELECT count(*) FROM app.events e JOIN auth.users u ON u.id = e.user_id",
     "partition's own rows": "SELECT count(*) FROM app.events_2025 e JOIN auth.users u ON u.id = e.user_id",
+    "key inside jsonb": "SELECT count(*) FROM app.events e JOIN auth.users u ON u.id = (e.payload->>'user_id')::uuid",
+    "keys in an array": "SELECT count(*) FROM app.teams t JOIN auth.users u ON u.id = ANY(t.member_ids)",
 }
 
 

@@ -29,7 +29,8 @@ KEY = per_sync_key()
     {"shift_date": {"days": 30}}, {"shift_date": 7}, {"generalize": "year"}, {"generalize": "departement"},
     {"generalize": {"step": 5}}, {"noise": {"relative": 0.1}}, {"noise": {"absolute": 3}}, {"inet": "random"},
     {"inet": {"keep_prefix": 24}}, {"json": {"a.b": "fake_name", "c.*.d": None}}, {"each": "fake_email"},
-    {"scrub": ["email", "iban"]}, "scrub", {"same_as": "auth.users.id"},
+    {"scrub": ["email", "iban"]}, "scrub", {"same_as": "auth.users.id"}, {"each": {"same_as": "a.b.c"}},
+    {"json": {"owner": {"same_as": "auth.users.id"}}},
 ], ids=repr)
 def test_new_rules_parse(spec):
     rule = parse_rule(spec)
@@ -40,7 +41,7 @@ def test_new_rules_parse(spec):
     {"fake_phone": {"x": 1}}, {"fake_name": {"locale": "de"}}, {"hash": {"length": 65}},
     {"fake_email": {"domain": "not a domain"}}, {"shift_date": {"days": 0}}, {"shift_date": "soon"},
     {"generalize": "week"}, {"noise": {"relative": 1.5}}, {"noise": {"percent": 3}}, {"inet": {"keep_prefix": 32}},
-    {"json": {}}, {"json": {"a..b": "fake_name"}}, {"json": {"a": {"same_as": "a.b.c"}}}, "each",
+    {"json": {}}, {"json": {"a..b": "fake_name"}}, {"json": {"a": {"json": {"b": "hash"}}}}, "each",
     {"each": {"each": "hash"}}, {"scrub": ["ssn"]}, {"same_as": "users.id"}, {"fake_first_name": {"consistent": 1}},
 ], ids=repr)
 def test_bad_new_rules_are_refused(spec):

@@ -209,6 +209,11 @@ def resolve_rules(rules: RuleSet, catalog: SourceCatalog, facts: SourceFacts | N
         for column, rule in named.get(oid, {}).items():
             entries[(oid, column)] = _Entry(rule)
     referenced = _follow_references(entries, catalog, facts, by_name, problems)
+    for place, entry in list(entries.items()):
+        if entry.rule.kind in ("json", "each"):
+            entries[place] = replace(entry, rule=_nested_keys(entry.rule, entries, catalog, facts, by_name, key,
+                                                              rules.locale, referenced, problems,
+                                                              f"{catalog.relations[place[0]].qualified}.{place[1]}"))
     if problems:
         _fail(rules, problems)
 
@@ -314,6 +319,33 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
         if not changed:
             break
     return referenced
+
+
+def _nested_keys(rule: Rule, entries: Mapping[tuple[int, str], _Entry], catalog: SourceCatalog,
+                 facts: SourceFacts, by_name: Mapping[str, Relation], key: PseudonymKey, locale: str,
+                 referenced: set[tuple[int, str]], problems: list[str], where: str) -> Rule:
+    """``same_as`` inside a json path or an array's elements, bound to the key's rule (a key kept: keep)."""
+
+    def bound(inner: Rule, label: str) -> Rule:
+        if inner.kind != "same_as":
+            return inner
+        schema, table, column = inner.option("column").split(".")
+        target = by_name.get(f"{schema}.{table}")
+        if target is None or column not in {c.name for c in target.columns}:
+            problems.append(f"{where} ({label}): same_as {inner.option('column')}, which does not exist")
+            return Rule("keep")
+        entry = entries.get((target.oid, column))
+        if entry is None or entry.rule.kind in ("keep", "same_as"):
+            return Rule("keep")
+        source = entry.canonical or (target.oid, column)
+        referenced.add(source)
+        key_column = next(c for c in catalog.relations[source[0]].columns if c.name == source[1])
+        return bind(entry.rule, shape_of(key_column, facts, source[0]), key, locale=locale, deterministic=True,
+                    canonical=shape_of(key_column, facts, source[0]), origin=f"same as {inner.option('column')}")
+
+    if rule.kind == "each":
+        return Rule("each", (("rule", bound(rule.option("rule"), "each element")),))
+    return Rule("json", (("paths", tuple((path, bound(inner, path)) for path, inner in rule.option("paths"))),))
 
 
 def _qualified(catalog: SourceCatalog, column: tuple[int, str]) -> str:

@@ -80,6 +80,8 @@ class ResolvedRule(Rule):
 
     def inner(self, rule: Rule, shape: Shape) -> ResolvedRule:
         """A rule nested in this one (a json path's, an array element's), on its own shape."""
+        if isinstance(rule, ResolvedRule):  # already bound: a same_as resolved to its key's rule
+            return replace(rule, shape=shape)
         return ResolvedRule(rule.kind, rule.options, shape=shape, key=self.key, locale=self.locale,
                             case_insensitive=_case_insensitive(rule, shape))
 

@@ -361,8 +361,8 @@ def _json(value: Any, bare: bool) -> dict[str, Any]:
     for path, spec in value.items():
         segments = json_path(str(path))
         rule = parse_rule(spec)
-        if rule.kind in ("json", "same_as"):
-            raise ValueError(f"json path {path}: {rule.kind} cannot apply inside a json value")
+        if rule.kind == "json":
+            raise ValueError(f"json path {path}: json cannot apply inside a json value (write the longer path)")
         paths.append((".".join(segments), rule))
     return {"paths": tuple(paths)}
 
@@ -379,7 +379,7 @@ def _each(value: Any, bare: bool) -> dict[str, Any]:
     if bare or value is None:
         raise ValueError("each needs a rule for the elements: {each: fake_email}")
     rule = parse_rule(value)
-    if rule.kind in ("each", "json", "same_as"):
+    if rule.kind in ("each", "json"):
         raise ValueError(f"each: {rule.kind} cannot apply to one array element")
     return {"rule": rule}
 
