@@ -130,3 +130,14 @@ def test_a_key_like_column_without_foreign_key_is_listed(source, tmp_path):
     (finding,) = [finding for finding in report.findings if finding.column == "person_id"]
     assert finding.table == "app.events" and finding.suggestion == "{same_as: app.people.id}"
     assert "named like a key of app.people.id, which is anonymized (hash)" in finding.reasons[0]
+
+
+def test_chains_of_same_as_and_foreign_keys_resolve(source, tmp_path):
+    """badges.owner holds stickers.owner's values, which hold people.id's; badge_links references badges."""
+    execute(source, "CREATE TABLE app.stickers (owner bigint UNIQUE); CREATE TABLE app.badges (owner bigint UNIQUE); "
+                    "CREATE TABLE app.badge_links (owner bigint REFERENCES app.badges (owner))")
+    report = _check(source, tmp_path, "    id: hash\n  app.badges:\n    owner: {same_as: app.stickers.owner}\n"
+                                      "  app.stickers:\n    owner: {same_as: app.people.id}\n"
+                                      "  app.badge_links:\n    owner: hash\n"
+                                      "  app.events:\n    person_id: {same_as: app.people.id}\n")
+    assert report.ok, (report.problems, report.findings)

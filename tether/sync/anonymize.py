@@ -289,7 +289,9 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
             for column, parent_column in zip(key.columns, key.referenced_columns, strict=False):
                 parent_entry = entries.get((parent.oid, parent_column))
                 child_entry = entries.get((child.oid, column))
-                if parent_entry is None or parent_entry.rule.kind == "same_as":
+                if parent_entry is not None and parent_entry.rule.kind == "same_as":
+                    continue  # resolved on a later round
+                if parent_entry is None:
                     if child_entry is not None and child_entry.rule.kind not in ("keep", "same_as"):
                         problems.append(f"{child.qualified}.{column}: references {parent.qualified}.{parent_column} "
                                         f"(foreign key {key.name}), which is kept as it is: a rule here would break "
