@@ -24,8 +24,9 @@ from tether.sync.catalog import Column, Relation
 
 # Rows sampled per table (all of a smaller one): a sync's safety net looks at fewer than --check-rules, which CI
 # runs on every migration, so that whatever passes the check passes the sync.
-SAMPLE_ROWS = 50
+SAMPLE_ROWS = 20
 THOROUGH_SAMPLE_ROWS = 200
+BIG_TABLE_ROWS = 50_000  # above this, rows come from random pages (TABLESAMPLE SYSTEM), not the oldest ones
 VALUES_PER_ROW = 10  # at most this many strings read from one json document or array
 TABLES_PER_QUERY = 50
 
@@ -454,9 +455,9 @@ def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
 
 def sample_clause(estimated_rows: float, rows: int = SAMPLE_ROWS) -> sql.Composable:
     """TABLESAMPLE for big tables (a few random pages instead of the oldest rows); nothing for small ones."""
-    if estimated_rows <= rows * 20:
+    if estimated_rows <= BIG_TABLE_ROWS:  # the first pages are cheap; few pages sample unreliably
         return sql.SQL("")
-    percent = max(0.01, min(100.0, 100.0 * rows * 4 / estimated_rows))
+    percent = max(0.01, min(100.0, 100.0 * max(rows * 10, 1000) / estimated_rows))
     return sql.SQL(" TABLESAMPLE SYSTEM ({})").format(sql.Literal(round(percent, 4)))
 
 
