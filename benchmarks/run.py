@@ -326,6 +326,7 @@ def benchmark_rules_text() -> str:
         "    line1: {fixed: '1 Example Street'}\n"
         "    line2: null\n"
         "    postal_code: {mask: partial}\n"
+        "    city: {fixed: 'Lyon'}\n"
         "  app.payments:\n"
         "    card_last4: {fixed: '0000'}\n"
         "    provider_ref: hash\n"

@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from tether.errors import CommandFailed, TetherError
+from tether.redact import redact
 
 # Entry types (pg_dump's "desc") of more than one word, longest first, so ``kind()`` matches the whole type.
 _MULTI_WORD_KINDS = sorted((
@@ -207,7 +208,7 @@ def run_program(argv: list[str], env: dict[str, str], what: str, hint: str = "")
     """Run a client program; a failure is a CommandFailed carrying the tail of its stderr."""
     result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise CommandFailed(what, result.returncode, result.stderr, hint)
+        raise CommandFailed(what, result.returncode, redact(result.stderr), hint)  # no row's values in a message
     return result.stdout
 
 

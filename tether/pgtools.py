@@ -146,7 +146,13 @@ def pg_dump_argv(program: Path | str, address: DatabaseAddress, options: DumpOpt
     if options.data_only:
         argv.append("--data-only")
     argv.extend(f"--exclude-table-data={pattern}" for pattern in options.exclude_table_data)
+    # The anonymization key (sql/0010): readable by its owner only, so pg_dump as readonly could not even lock
+    # it; and a dump must never carry it.
+    argv.extend(f"--exclude-table={table}" for table in NEVER_DUMPED)
     return argv
+
+
+NEVER_DUMPED = ("tether_anon.key",)
 
 
 def pg_restore_argv(program: Path | str, address: DatabaseAddress, archive: Path | str | None = None, *,

@@ -1,79 +1,60 @@
-"""Anonymization rules: the YAML file, its validation against the source, and the SQL each rule selects on the source.
+"""Anonymization rules bound to the source: which rule each column of each copied table gets, and its SQL.
 
-Rules become expressions in ``COPY (SELECT expr AS col, ...) TO STDOUT``, evaluated by the source server, so
-raw personal data never leaves production. Every expression uses built-in functions only (md5, substr,
-left/right, bit casts), which a SELECT-only role may call, and is deterministic for a value and a salt:
-the same e-mail becomes the same fake address in every table and on every sync.
+A table's rules reach its partitions and INHERITS children; a rule on a key reaches every column that
+references it through a foreign key, and every column declared ``same_as`` it, so joins still hold; a key
+that others reference gets a keyed (deterministic) rule. Mistakes (a missing table or column, a rule that
+does not fit the column's type, conflicting rules on the two ends of a reference) are one ConfigError
+before anything is copied. The SQL itself is in :mod:`tether.sync.expressions`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, replace
 
 from psycopg import sql
 
 from tether.errors import ConfigError
-from tether.paths import project_root, runtime_dir
-from tether.secrets import generate_password
 from tether.sync.catalog import Column, Relation, SourceCatalog
+from tether.sync.expressions import (
+    INTEGER_BITS,
+    KEYED_KINDS,
+    RANDOM_KINDS,
+    ResolvedRule,
+    Shape,
+    bind,
+    column_sql,
+)
+from tether.sync.facts import SourceFacts
+from tether.sync.keys import PseudonymKey, per_sync_key
+from tether.sync.pii import name_words
+from tether.sync.rules import (
+    NO_RULES,
+    RULE_KINDS,
+    RULES_ENV,
+    RULES_FILE,
+    QuasiIdentifiers,
+    Rule,
+    RuleSet,
+    anonymizes_nothing,
+    default_rules_path,
+    load_rules,
+    parse_rule,
+    parse_rules,
+)
 
-RULES_ENV = "TETHER_ANONYMIZE_RULES"
-SALT_ENV = "TETHER_ANONYMIZE_SALT"
-SALT_SETTING = "tether.anonymize_salt"  # a custom session setting on each source session
-RULES_FILE = "anonymize.yaml"
+__all__ = ["NO_RULES", "RULES_ENV", "RULES_FILE", "RULE_KINDS", "AppliedRule", "QuasiIdentifiers", "Rule",
+           "RuleSet", "anonymizes_nothing", "applied_rules", "column_expression", "default_rules_path",
+           "load_rules", "parse_rule", "parse_rules", "resolve_rules", "rule_problem", "shape_of"]
 
-RULE_KINDS = ("fake_email", "fake_name", "null", "fixed", "hash", "mask", "random_date", "random_int",
-              "random_number", "keep")
-# Rules that map different values to different results (up to md5 collisions): safe on unique columns.
-INJECTIVE = frozenset({"fake_email", "hash", "keep"})
 _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
-_INTEGER_LIMITS = {"int2": 32767, "int4": 2147483647, "int8": 2**60}
-FIRST_NAMES = ("Alex", "Bea", "Carlos", "Dana", "Eli", "Farah", "Gus", "Hana", "Ivo", "June", "Kai", "Lena",
-               "Milo", "Nora", "Omar", "Pia", "Quinn", "Rosa", "Sami", "Tess", "Uma", "Viktor", "Wren", "Yara")
-LAST_NAMES = ("Archer", "Baker", "Carter", "Dalton", "Ellis", "Fischer", "Garcia", "Hughes", "Ito", "Jensen",
-              "Keller", "Lopez", "Moreau", "Novak", "Olsen", "Perez", "Quist", "Rossi", "Silva", "Tanaka")
-DEFAULT_MASK: dict[str, Any] = {"keep_first": 1, "keep_last": 2, "char": "*"}
-
-
-@dataclass(frozen=True)
-class Rule:
-    kind: str
-    options: tuple[tuple[str, Any], ...] = ()
-
-    def option(self, key: str, default: Any = None) -> Any:
-        return dict(self.options).get(key, default)
-
-    def describe(self) -> str:
-        if not self.options:
-            return self.kind
-        return f"{self.kind} {json.dumps(dict(self.options), default=str, sort_keys=True)}"
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """Rules per table (``schema.table``) and column, as read from ``origin``."""
-
-    origin: str
-    tables: Mapping[str, Mapping[str, Rule]]
-    # `large_objects: keep | drop`: whether the source's large objects (opaque bytes no column rule can see into)
-    # are copied. None: the file does not say, and a source with large objects stops an anonymized sync.
-    large_objects: str | None = None
-
-    def digest(self) -> str:
-        """A fingerprint of the rules: a sync made with other rules is not reused incrementally."""
-        canonical: dict[str, Any] = {table: {column: [rule.kind, [list(item) for item in rule.options]]
-                                             for column, rule in sorted(columns.items())}
-                                     for table, columns in sorted(self.tables.items())}
-        if self.large_objects is not None:
-            canonical = {"tables": canonical, "large_objects": self.large_objects}
-        return hashlib.sha256(json.dumps(canonical, default=str, sort_keys=True).encode()).hexdigest()
+_DATE_TYPES = frozenset({"date", "timestamp", "timestamptz"})
+_TEXT_ONLY = frozenset({"fake_email", "fake_name", "fake_first_name", "fake_last_name", "fake_city",
+                        "fake_address", "fake_iban", "mask", "scrub"})
+# Rules that never give two different values the same result (a keyed hash or e-mail: up to 2^-64 odds).
+INJECTIVE = frozenset({"fake_email", "hash", "keep"})
+_FIRST_WORDS = frozenset({"first", "firstname", "prenom", "prenoms", "given", "givenname", "forename"})
+_LAST_WORDS = frozenset({"last", "lastname", "surname", "family", "familyname", "nom", "patronyme", "maiden"})
 
 
 @dataclass(frozen=True)
@@ -86,171 +67,116 @@ class AppliedRule:
         return {"table": self.table, "column": self.column, "rule": self.rule}
 
 
-NO_RULES = RuleSet("(anonymization off)", {})
+def applied_rules(relation: Relation, rules: Mapping[str, Rule]) -> list[AppliedRule]:
+    return [AppliedRule(relation.qualified, column, rule.describe()) for column, rule in sorted(rules.items())]
 
 
-def default_rules_path() -> Path:
-    """``TETHER_ANONYMIZE_RULES``, else ``anonymize.yaml`` at the project root."""
-    override = os.environ.get(RULES_ENV)
-    return Path(override) if override else project_root() / RULES_FILE
+def shape_of(column: Column, facts: SourceFacts | None = None, table: int | None = None) -> Shape:
+    """What a rule's output must fit for ``column``: its type, its length, its array elements."""
+    found = facts.column(table, column.name) if facts is not None and table is not None else None
+    element = None
+    if column.category == "A":
+        name = found.element_type if found and found.element_type else column.type_name.lstrip("_")
+        element = Shape(found.element_sql if found and found.element_sql else column.type_sql.removesuffix("[]"),
+                        name, found.element_category if found and found.element_category else "S",
+                        found.max_length if found else None)
+    return Shape(column.type_sql, column.type_name, column.category,
+                 None if column.category == "A" or found is None else found.max_length, element)
 
 
-def load_rules(path: Path) -> RuleSet:
-    """Read and check a rules file; a missing or malformed file is a ConfigError naming it."""
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"There is no anonymization rules file at {path}. sync-prod anonymizes by default: "
-                          f"create it (see anonymize.yaml at the repository root for the format), point "
-                          f"--rules or {RULES_ENV} at yours, or pass --no-anonymize to copy real personal data.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"The anonymization rules file {path} is not valid YAML: {error}") from None
-    return parse_rules(data, str(path))
+def column_expression(rule: Rule, column: Column) -> sql.Composable:
+    """The SQL the source evaluates instead of ``column``, cast back to the column's own type."""
+    if not isinstance(rule, ResolvedRule):  # a bare rule (tests, tools): a key for this expression only
+        rule = bind(rule, shape_of(column), per_sync_key())
+    return column_sql(rule, sql.Identifier(column.name))
 
 
-def parse_rules(data: Any, origin: str) -> RuleSet:
-    """Rules from the parsed YAML document: ``{tables: {schema.table: {column: rule}}}``."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict) or not set(data) <= {"tables", "large_objects"}:
-        raise ConfigError(f"{origin}: the rules file must be a mapping with the keys `tables` "
-                          "(tables: {schema.table: {column: rule}}) and, optionally, `large_objects` (keep or drop).")
-    large_objects = data.get("large_objects")
-    if large_objects not in (None, "keep", "drop"):
-        raise ConfigError(f"{origin}: `large_objects` must be `keep` (copy them as they are: you reviewed them) or "
-                          f"`drop` (leave them out), not {large_objects!r}.")
-    tables = data.get("tables") or {}
-    if not isinstance(tables, dict):
-        raise ConfigError(f"{origin}: `tables` must map `schema.table` to its columns' rules.")
-    problems: list[str] = []
-    parsed: dict[str, dict[str, Rule]] = {}
-    for table, columns in tables.items():
-        if not isinstance(table, str) or table.count(".") != 1:
-            problems.append(f"{table!r} is not `schema.table`")
-            continue
-        if not isinstance(columns, dict) or not columns:
-            problems.append(f"{table}: expected a mapping of columns to rules")
-            continue
-        parsed[table] = {}
-        for column, spec in columns.items():
-            try:
-                parsed[table][str(column)] = parse_rule(spec)
-            except ValueError as error:
-                problems.append(f"{table}.{column}: {error}")
-    if problems:
-        raise ConfigError(f"{origin} has invalid anonymization rules: " + "; ".join(problems) + ". Rules are "
-                          f"one of {', '.join(RULE_KINDS)}; see anonymize.yaml for examples.")
-    return RuleSet(origin, parsed, large_objects)
+def rule_problem(rule: Rule, column: Column, unique: bool = False, shape: Shape | None = None) -> str | None:
+    """Why ``rule`` cannot apply to ``column`` (None when it can)."""
+    shape = shape or shape_of(column)
+    if column.generated:
+        return "a generated column is computed again locally; anonymize the columns it is computed from"
+    kind = rule.kind
+    if kind == "null" and column.not_null:
+        return "the null rule cannot apply to a NOT NULL column"
+    if kind == "fixed" and rule.option("value") is None and column.not_null:
+        return "a fixed null cannot apply to a NOT NULL column"
+    if unique and kind not in INJECTIVE and not (kind == "null" and not column.not_null):
+        return f"the column is unique and {kind} would repeat values; use fake_email or hash"
+    return type_problem(rule, shape, column.not_null)
 
 
-def parse_rule(spec: Any) -> Rule:
-    """One rule: a name (``fake_email``), YAML null (the ``null`` rule) or ``{name: options}``."""
-    if spec is None:
-        return Rule("null")
-    if isinstance(spec, str):
-        name, value = spec, None
-    elif isinstance(spec, dict) and len(spec) == 1:
-        name, value = next(iter(spec.items()))
-    else:
-        raise ValueError(f"{spec!r} is not a rule name or a one-key mapping {{rule: options}}")
-    if name not in RULE_KINDS:
-        raise ValueError(f"unknown rule {name!r}")
-    options: dict[str, Any] = {}
-    if name == "fixed":
-        if isinstance(spec, str):
-            raise ValueError("`fixed` needs a value: {fixed: VALUE}")
-        options["value"] = value
-    elif name == "hash":
-        length = (value or {}).get("length") if isinstance(value, dict) else value
-        if length is not None:
-            if not isinstance(length, int) or not 8 <= length <= 32:
-                raise ValueError("hash length must be an integer from 8 to 32")
-            options["length"] = length
-    elif name == "mask":
-        settings: dict[str, Any] = dict(DEFAULT_MASK)
-        if isinstance(value, dict):
-            unknown = set(value) - set(DEFAULT_MASK)
-            if unknown:
-                raise ValueError(f"mask options are keep_first, keep_last and char, not {sorted(unknown)}")
-            settings.update(value)
-        elif value not in (None, "partial"):
-            raise ValueError("mask takes `partial` or {keep_first: N, keep_last: N, char: '*'}")
-        if not all(isinstance(settings[key], int) and settings[key] >= 0 for key in ("keep_first", "keep_last")):
-            raise ValueError("mask keep_first and keep_last must be integers of 0 or more")
-        if not isinstance(settings["char"], str) or len(settings["char"]) != 1:
-            raise ValueError("mask char must be one character")
-        options.update(settings)
-    elif name in ("random_date", "random_int", "random_number"):
-        low, high = _range(value, name)
-        if name == "random_date":
-            low, high = _date(low), _date(high)
-        elif not all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in (low, high)):
-            raise ValueError(f"{name} bounds must be numbers")
-        if name == "random_int" and not all(isinstance(bound, int) for bound in (low, high)):
-            raise ValueError("random_int bounds must be integers")
-        if low > high:
-            raise ValueError(f"{name} range is empty ({low} > {high})")
-        options.update({"from": low, "to": high} if name == "random_date" else {"min": low, "max": high})
-        if name == "random_number":
-            decimals = value.get("decimals", 2) if isinstance(value, dict) else 2
-            if not isinstance(decimals, int) or not 0 <= decimals <= 10:
-                raise ValueError("random_number decimals must be an integer from 0 to 10")
-            options["decimals"] = decimals
-    elif value not in (None, {}):
-        raise ValueError(f"{name} takes no options")
-    return Rule(name, tuple(sorted(options.items())))
+def type_problem(rule: Rule, shape: Shape, not_null: bool = False) -> str | None:
+    """Why ``rule`` cannot produce a value of ``shape`` (None when it can)."""
+    kind, name, category = rule.kind, shape.type_name, shape.category
+    textual = name in _TEXT_TYPES
+    integer = name in INTEGER_BITS
+    if kind in _TEXT_ONLY and not textual:
+        return f"{kind} needs a text column, not {shape.type_sql}"
+    if kind in ("fake_phone", "fake_postcode") and not (textual or integer):
+        return f"{kind} needs a text or integer column, not {shape.type_sql}"
+    if kind == "hash" and not (textual or name == "uuid" or integer):
+        return f"hash works on text, uuid and integer columns, not {shape.type_sql}"
+    if kind in ("random_date", "shift_date") and name not in _DATE_TYPES:
+        return f"{kind} needs a date or timestamp column, not {shape.type_sql}"
+    if kind in ("random_int", "random_number", "noise") and category != "N":
+        return f"{kind} needs a numeric column, not {shape.type_sql}"
+    if kind == "generalize":
+        to = rule.option("to")
+        if to in ("year", "month") and name not in _DATE_TYPES:
+            return f"generalize {to} needs a date or timestamp column, not {shape.type_sql}"
+        if to == "departement" and not (textual or integer):
+            return f"generalize departement needs a text or integer postcode column, not {shape.type_sql}"
+        if rule.option("step") is not None and category != "N":
+            return f"generalize step needs a numeric column, not {shape.type_sql}"
+    if kind == "inet" and name != "inet":
+        return f"inet needs an inet column, not {shape.type_sql} (scrub [ip] cleans addresses inside text)"
+    if kind == "json" and name not in ("json", "jsonb"):
+        return f"json needs a json or jsonb column, not {shape.type_sql}"
+    if kind == "json":
+        text = Shape("text", "text", "S")
+        for path, inner in rule.option("paths"):
+            problem = type_problem(inner, text)
+            if problem:
+                return f"json path {path}: {problem} (values inside json are text)"
+    if kind == "each":
+        if shape.element is None:
+            return f"each needs an array column, not {shape.type_sql}"
+        problem = type_problem(rule.option("rule"), shape.element)
+        if problem:
+            return f"each: {problem}"
+    if kind == "fixed" and rule.option("value") is None and not_null:
+        return "a fixed null cannot apply to a NOT NULL column"
+    return None
 
 
-def _range(value: Any, name: str) -> tuple[Any, Any]:
-    keys = ("from", "to") if name == "random_date" else ("min", "max")
-    if isinstance(value, dict) and set(value) - {"decimals"} == set(keys):
-        return value[keys[0]], value[keys[1]]
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return value[0], value[1]
-    raise ValueError(f"{name} needs a range: {{{keys[0]}: ..., {keys[1]}: ...}} or [low, high]")
+def _refined(rule: Rule, column: str) -> tuple[Rule, str]:
+    """``fake_name`` on a first-name (or last-name) column gives a first (or last) name, not a full name."""
+    if rule.kind != "fake_name":
+        return rule, ""
+    words = set(name_words(column))
+    if words & _FIRST_WORDS:
+        return Rule("fake_first_name", rule.options), "a first-name column: first names only"
+    if words & _LAST_WORDS and "full" not in words:
+        return Rule("fake_last_name", rule.options), "a last-name column: last names only"
+    return rule, ""
 
 
-def _date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+@dataclass(frozen=True)
+class _Entry:
+    rule: Rule
+    origin: str = ""
+    canonical: tuple[int, str] | None = None  # (table, column) whose pseudonyms this column holds
 
 
-def anonymize_salt() -> str:
-    """``TETHER_ANONYMIZE_SALT``, else a random salt generated once and kept in .runtime/ (mode 0600)."""
-    value = os.environ.get(SALT_ENV)
-    if value:
-        return value
-    path = runtime_dir() / "sync" / "anonymize_salt"
-    if path.is_file():
-        stored = path.read_text().strip()
-        if stored:
-            return stored
-    path.parent.mkdir(parents=True, exist_ok=True)
-    salt = generate_password(40)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(salt + "\n")
-    return salt
-
-
-def salt_digest(salt: str) -> str:
-    """Stored with the sync's state instead of the salt: a new salt means every table is copied again."""
-    return hashlib.sha256(b"tether-sync-salt:" + salt.encode()).hexdigest()
-
-
-def resolve_rules(rules: RuleSet, catalog: SourceCatalog) -> dict[int, dict[str, Rule]]:
-    """Rules per table oid (a parent's rules reach its partitions and children); mistakes are one ConfigError.
+def resolve_rules(rules: RuleSet, catalog: SourceCatalog, facts: SourceFacts | None = None,
+                  key: PseudonymKey | None = None) -> dict[int, dict[str, ResolvedRule]]:
+    """Rules per table oid for every relation of the catalog, bound to their columns and the sync's key.
 
     A table or column that does not exist is an error, because a typo would leak the column it meant.
     """
+    facts = facts or SourceFacts()
+    key = key or per_sync_key()
     by_name = catalog.by_name()
     problems: list[str] = []
     named: dict[int, dict[str, Rule]] = {}
@@ -260,129 +186,183 @@ def resolve_rules(rules: RuleSet, catalog: SourceCatalog) -> dict[int, dict[str,
             problems.append(f"table {table} does not exist in the source" if relation is None
                             else f"{table} is not a table")
             continue
-        known = {column.name: column for column in relation.columns}
-        for column_name, rule in columns.items():
-            column = known.get(column_name)
-            if column is None:
-                problems.append(f"column {table}.{column_name} does not exist")
-                continue
-            problem = rule_problem(rule, column, (relation.oid, column_name) in catalog.unique_columns)
-            if problem:
-                problems.append(f"{table}.{column_name}: {problem}")
-        named[relation.oid] = dict(columns)
+        known = {column.name for column in relation.columns}
+        missing = [f"column {table}.{name} does not exist" for name in columns if name not in known]
+        problems.extend(missing)
+        named[relation.oid] = {name: rule for name, rule in columns.items() if name in known}
+    for quasi in rules.quasi_identifiers:
+        relation = by_name.get(quasi.table)
+        known = {column.name for column in relation.columns} if relation else set()
+        problems.extend(f"quasi_identifiers: column {quasi.table}.{name} does not exist"
+                        for name in quasi.columns if name not in known)
     if problems:
-        raise ConfigError(f"The anonymization rules in {rules.origin} do not match the source database: "
-                          + "; ".join(problems) + ". Nothing was copied. Fix the rules file (a rule for a "
-                          "missing table or column is refused so that a typo cannot leak the real one).")
-    resolved: dict[int, dict[str, Rule]] = {}
+        _fail(rules, problems)
+
+    entries: dict[tuple[int, str], _Entry] = {}
     for oid, relation in catalog.relations.items():
-        merged: dict[str, Rule] = {}
+        names = {column.name for column in relation.columns}
         for ancestor in reversed(catalog.ancestors(oid)):  # a partition or child table has its parents' columns
-            names = {column.name for column in relation.columns}
-            merged.update({column: rule for column, rule in named.get(ancestor, {}).items() if column in names})
-        merged.update(named.get(oid, {}))
-        if merged:
-            resolved[oid] = merged
-    return resolved
+            for column, rule in named.get(ancestor, {}).items():
+                if column in names:
+                    entries[(oid, column)] = _Entry(rule, f"from {catalog.relations[ancestor].qualified}"
+                                                    if ancestor in catalog.relations else "")
+        for column, rule in named.get(oid, {}).items():
+            entries[(oid, column)] = _Entry(rule)
+    referenced = _follow_references(entries, catalog, facts, by_name, problems)
+    for place, entry in list(entries.items()):
+        if entry.rule.kind in ("json", "each"):
+            entries[place] = replace(entry, rule=_nested_keys(entry.rule, entries, catalog, facts, by_name, key,
+                                                              rules.locale, referenced, problems,
+                                                              f"{catalog.relations[place[0]].qualified}.{place[1]}"))
+    if problems:
+        _fail(rules, problems)
+
+    resolved: dict[int, dict[str, ResolvedRule]] = {}
+    for (oid, name), entry in sorted(entries.items()):
+        relation = catalog.relations[oid]
+        column_ = next(column for column in relation.columns if column.name == name)
+        shape = shape_of(column_, facts, oid)
+        rule, refined = _refined(entry.rule, name)
+        deterministic = (oid, name) in referenced or entry.canonical is not None
+        canonical_shape = None
+        if entry.canonical is not None:
+            target = catalog.relations[entry.canonical[0]]
+            target_column = next(c for c in target.columns if c.name == entry.canonical[1])
+            canonical_shape = shape_of(target_column, facts, target.oid)
+        problem = rule_problem(rule, column_, shape=shape)
+        if problem is None and deterministic and rule.kind in RANDOM_KINDS and not _can_be_keyed(rule):
+            problem = (f"other columns reference this one (foreign keys or same_as), so its rule must give the same "
+                       f"pseudonym for the same value: {rule.kind} is random; use hash")
+        if problem:
+            problems.append(f"{relation.qualified}.{name}: {problem}")
+            continue
+        origin = "; ".join(part for part in (entry.origin, refined) if part)
+        resolved.setdefault(oid, {})[name] = bind(rule, shape, key, locale=rules.locale, deterministic=deterministic,
+                                                 canonical=canonical_shape, origin=origin)
+    if problems:
+        _fail(rules, problems)
+    return {oid: columns for oid, columns in resolved.items()}
 
 
-def rule_problem(rule: Rule, column: Column, unique: bool) -> str | None:
-    """Why ``rule`` cannot apply to ``column`` (None when it can)."""
-    if column.generated:
-        return "a generated column is computed again locally; anonymize the columns it is computed from"
-    if rule.kind == "null" and column.not_null:
-        return "the null rule cannot apply to a NOT NULL column"
-    if unique and rule.kind not in INJECTIVE:
-        return (f"the column is unique and {rule.kind} would repeat values; use fake_email or hash")
-    textual = column.type_name in _TEXT_TYPES
-    if rule.kind in ("fake_email", "fake_name", "mask") and not textual:
-        return f"{rule.kind} needs a text column, not {column.type_sql}"
-    if rule.kind == "hash" and not (textual or column.type_name == "uuid" or column.type_name in _INTEGER_LIMITS):
-        return f"hash works on text, uuid and integer columns, not {column.type_sql}"
-    if rule.kind == "random_date" and column.type_name not in ("date", "timestamp", "timestamptz"):
-        return f"random_date needs a date or timestamp column, not {column.type_sql}"
-    if rule.kind in ("random_int", "random_number") and column.category != "N":
-        return f"{rule.kind} needs a numeric column, not {column.type_sql}"
-    return None
+def _can_be_keyed(rule: Rule) -> bool:
+    """Fakes drawn from a pool (or digits) can be drawn by the key instead of at random."""
+    return rule.kind in ("fake_name", "fake_first_name", "fake_last_name", "fake_city", "fake_postcode",
+                         "fake_address", "fake_phone", "fake_iban")
 
 
-def _salted_md5(value: sql.Composable) -> sql.Composable:
-    return sql.SQL("md5(current_setting({}) || ({})::text)").format(sql.Literal(SALT_SETTING), value)
+def _same(one: Rule, other: Rule) -> bool:
+    return (one.kind, one.options) == (other.kind, other.options)
 
 
-def _number(digest: sql.Composable, slice_number: int) -> sql.Composable:
-    """A non-negative 60-bit integer from 15 hex digits of ``digest`` (two independent slices: 0 and 1)."""
-    return sql.SQL("('x' || substr({}, {}, 15))::bit(60)::bigint").format(digest, sql.Literal(1 + 15 * slice_number))
+def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCatalog, facts: SourceFacts,
+                       by_name: Mapping[str, Relation], problems: list[str]) -> set[tuple[int, str]]:
+    """Give every referencing column its key's rule (foreign keys, ``same_as``); return the referenced keys."""
+    referenced: set[tuple[int, str]] = set()
+    for _ in range(20):  # chains of references: until nothing changes
+        changed = False
+        for (oid, name), entry in list(entries.items()):
+            if entry.rule.kind != "same_as":
+                continue
+            target_name = entry.rule.option("column")
+            schema, table, column = target_name.split(".")
+            target = by_name.get(f"{schema}.{table}")
+            where = f"{catalog.relations[oid].qualified}.{name}"
+            if target is None or column not in {c.name for c in target.columns}:
+                problems.append(f"{where}: same_as {target_name}, which does not exist")
+                entries.pop((oid, name))
+                continue
+            target_entry = entries.get((target.oid, column))
+            if target_entry is None or target_entry.rule.kind == "same_as":
+                if target_entry is None:
+                    entries[(oid, name)] = _Entry(Rule("keep"), f"same as {target_name}, which is kept")
+                    changed = True
+                continue
+            entries[(oid, name)] = _Entry(target_entry.rule, f"same as {target_name}",
+                                          target_entry.canonical or (target.oid, column))
+            if target_entry.rule.kind != "keep":
+                referenced.add(target_entry.canonical or (target.oid, column))
+            changed = True
+        for key in facts.foreign_keys:
+            if key.table not in catalog.relations or key.references not in catalog.relations:
+                continue
+            child, parent = catalog.relations[key.table], catalog.relations[key.references]
+            for column, parent_column in zip(key.columns, key.referenced_columns, strict=False):
+                parent_entry = entries.get((parent.oid, parent_column))
+                child_entry = entries.get((child.oid, column))
+                if parent_entry is not None and parent_entry.rule.kind == "same_as":
+                    continue  # resolved on a later round
+                if parent_entry is None:
+                    if child_entry is not None and child_entry.rule.kind not in ("keep", "same_as"):
+                        problems.append(f"{child.qualified}.{column}: references {parent.qualified}.{parent_column} "
+                                        f"(foreign key {key.name}), which is kept as it is: a rule here would break "
+                                        "the reference; put the rule on the referenced column, and this one follows")
+                        entries[(child.oid, column)] = _Entry(Rule("keep"))
+                    continue
+                if parent_entry.rule.kind == "keep":
+                    continue
+                source = parent_entry.canonical or (parent.oid, parent_column)
+                referenced.add(source)
+                if child_entry is None or (child_entry.rule.kind == "same_as"
+                                           and child_entry.rule.option("column") == _qualified(catalog, source)):
+                    entries[(child.oid, column)] = _Entry(
+                        parent_entry.rule, f"follows foreign key {key.name} to {parent.qualified}.{parent_column}",
+                        source)
+                    changed = True
+                elif child_entry.rule.kind != "same_as" and not _same(child_entry.rule, parent_entry.rule):
+                    if child_entry.canonical == source:
+                        continue
+                    problems.append(f"{child.qualified}.{column}: has {child_entry.rule.describe()} but references "
+                                    f"{parent.qualified}.{parent_column} (foreign key {key.name}), anonymized with "
+                                    f"{parent_entry.rule.describe()}: remove this column's rule, it follows its key")
+                    entries[(child.oid, column)] = _Entry(parent_entry.rule, "", source)
+                elif child_entry.canonical != source and child_entry.rule.kind != "same_as":
+                    entries[(child.oid, column)] = replace(child_entry, canonical=source)
+                    changed = True
+        if not changed:
+            break
+    return referenced
 
 
-def _array(values: tuple[str, ...]) -> sql.Composable:
-    return sql.SQL("ARRAY[{}]").format(sql.SQL(", ").join(sql.Literal(value) for value in values))
+def _nested_keys(rule: Rule, entries: Mapping[tuple[int, str], _Entry], catalog: SourceCatalog,
+                 facts: SourceFacts, by_name: Mapping[str, Relation], key: PseudonymKey, locale: str,
+                 referenced: set[tuple[int, str]], problems: list[str], where: str) -> Rule:
+    """``same_as`` inside a json path or an array's elements, bound to the key's rule (a key kept: keep)."""
+
+    def bound(inner: Rule, label: str) -> Rule:
+        if inner.kind != "same_as":
+            return inner
+        schema, table, column = inner.option("column").split(".")
+        target = by_name.get(f"{schema}.{table}")
+        if target is None or column not in {c.name for c in target.columns}:
+            problems.append(f"{where} ({label}): same_as {inner.option('column')}, which does not exist")
+            return Rule("keep")
+        entry = entries.get((target.oid, column))
+        if entry is None or entry.rule.kind in ("keep", "same_as"):
+            return Rule("keep")
+        source = entry.canonical or (target.oid, column)
+        referenced.add(source)
+        key_column = next(c for c in catalog.relations[source[0]].columns if c.name == source[1])
+        return bind(entry.rule, shape_of(key_column, facts, source[0]), key, locale=locale, deterministic=True,
+                    canonical=shape_of(key_column, facts, source[0]), origin=f"same as {inner.option('column')}")
+
+    if rule.kind == "each":
+        return Rule("each", (("rule", bound(rule.option("rule"), "each element")),))
+    return Rule("json", (("paths", tuple((path, bound(inner, path)) for path, inner in rule.option("paths"))),))
 
 
-def column_expression(rule: Rule, column: Column) -> sql.Composable:
-    """The SQL the source evaluates instead of ``column``, cast back to the column's own type."""
-    value = sql.Identifier(column.name)
-    type_sql = sql.SQL(column.type_sql)
-    digest = _salted_md5(value)
-    kind = rule.kind
-    if kind == "keep":
-        return value
-    if kind == "null":
-        return sql.SQL("NULL::{}").format(type_sql)
-    if kind == "fixed":
-        literal = sql.Literal(_literal_text(rule.option("value")))
-        expression: sql.Composable = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE {} END").format(value, literal)
-    elif kind == "fake_email":
-        expression = sql.SQL("'user_' || {} || '@example.com'").format(digest)
-    elif kind == "fake_name":
-        expression = sql.SQL("({})[1 + {} % {}] || ' ' || ({})[1 + {} % {}]").format(
-            _array(FIRST_NAMES), _number(digest, 0), sql.Literal(len(FIRST_NAMES)),
-            _array(LAST_NAMES), _number(digest, 1), sql.Literal(len(LAST_NAMES)))
-    elif kind == "hash":
-        if column.type_name == "uuid":
-            expression = sql.SQL("({})::uuid").format(digest)
-        elif column.type_name in _INTEGER_LIMITS:
-            expression = sql.SQL("{} % {}").format(_number(digest, 0), sql.Literal(_INTEGER_LIMITS[column.type_name]))
-        else:
-            expression = sql.SQL("left({}, {})").format(digest, sql.Literal(rule.option("length", 32)))
-    elif kind == "mask":
-        first, last, char = rule.option("keep_first"), rule.option("keep_last"), rule.option("char")
-        text = sql.SQL("({})::text").format(value)
-        expression = sql.SQL(
-            "CASE WHEN {v} IS NULL THEN NULL WHEN length({v}) <= {keep} THEN repeat({c}, length({v})) "
-            "ELSE left({v}, {first}) || repeat({c}, length({v}) - {keep}) || right({v}, {last}) END").format(
-            v=text, keep=sql.Literal(first + last), c=sql.Literal(char), first=sql.Literal(first),
-            last=sql.Literal(last))
-    elif kind == "random_date":
-        low, high = rule.option("from"), rule.option("to")
-        expression = sql.SQL("{}::date + ({} % {})::int").format(
-            sql.Literal(low.isoformat()), _number(digest, 0), sql.Literal((high - low).days + 1))
-        if column.type_name != "date":
-            expression = sql.SQL("{} + ({} % 86400) * interval '1 second'").format(expression, _number(digest, 1))
-    elif kind == "random_int":
-        low, high = rule.option("min"), rule.option("max")
-        expression = sql.SQL("{} + {} % {}").format(sql.Literal(low), _number(digest, 0), sql.Literal(high - low + 1))
-    elif kind == "random_number":
-        low, high = rule.option("min"), rule.option("max")
-        expression = sql.SQL("round({}::numeric + ({} % 1000001)::numeric / 1000000 * {}::numeric, {})").format(
-            sql.Literal(str(low)), _number(digest, 0), sql.Literal(str(high - low)),
-            sql.Literal(rule.option("decimals", 2)))
-    else:  # pragma: no cover - parse_rule admits only RULE_KINDS
-        raise ConfigError(f"unknown rule {kind}")
-    return sql.SQL("({})::{}").format(expression, type_sql)
+def _qualified(catalog: SourceCatalog, column: tuple[int, str]) -> str:
+    return f"{catalog.relations[column[0]].qualified}.{column[1]}"
 
 
-def _literal_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
+def keyed_tables(resolved: Mapping[int, Mapping[str, ResolvedRule]]) -> set[int]:
+    """Tables holding keyed pseudonyms: with a key made for one sync, a re-sync must copy them again."""
+    return {oid for oid, columns in resolved.items() if any(rule.keyed for rule in columns.values())}
 
 
-def applied_rules(relation: Relation, rules: Mapping[str, Rule]) -> list[AppliedRule]:
-    return [AppliedRule(relation.qualified, column, rule.describe()) for column, rule in sorted(rules.items())]
+def _fail(rules: RuleSet, problems: list[str]) -> None:
+    raise ConfigError(f"The anonymization rules in {rules.origin} do not match the source database: "
+                      + "; ".join(problems) + ". Nothing was copied. Fix the rules file (a rule for a missing "
+                      "table or column is refused so that a typo cannot leak the real one).")
+
+
+__all__ += ["INJECTIVE", "KEYED_KINDS", "keyed_tables", "type_problem"]

@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from psycopg import Copy, pq, sql
 
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
-from tether.sync.anonymize import SALT_SETTING
+from tether.redact import redact, server_error
 from tether.sync.catalog import Relation
 from tether.sync.plan import TableCopy, column_list
 from tether.sync.progress import SyncProgress
@@ -48,7 +48,7 @@ BATCH_BYTES = 4 * 1024 * 1024
 @dataclass(frozen=True)
 class CopySettings:
     jobs: int
-    salt: str
+    source_settings: Mapping[str, str] = field(default_factory=dict)  # startup settings: a sync's own key
     freeze: bool = True  # tables are new in this database: load big ones frozen (COPY ... FREEZE)
     small_first: bool = False  # one worker takes the smallest tables first (a link with long round trips)
 
@@ -194,10 +194,10 @@ class RowStreams:
     def _worker(self, smallest: bool) -> None:
         shared, progress = self._shared, self.progress
         try:
-            with connect_source(self.source) as src, contextlib.ExitStack() as local:
+            with connect_source(self.source, self.settings.source_settings) as src, \
+                    contextlib.ExitStack() as local:
                 self._register(src)
                 join_snapshot(src, self.snapshot_id)
-                src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, self.settings.salt))
                 dst: psycopg.Connection | None = None
                 while batch := shared.next_tables(smallest):
                     if not self._attached.is_set() and self.spooled_bytes >= self.spool_limit:
@@ -301,7 +301,7 @@ def load_spooled(dst: psycopg.Connection, copy: TableCopy, path: Path, settings:
                 while block := spool.read(SPOOL_READ):
                     into.write(block)
         except psycopg.Error as error:
-            raise TetherError(f"Copying {copy.name} failed: {' '.join(str(error).split())}") from None
+            raise TetherError(f"Copying {copy.name} failed: {server_error(error)}") from None
         stored = in_cursor.rowcount
     if stored != rows:
         raise TetherError(f"Copying {copy.name}: the source sent {rows} rows but the local database stored {stored}. "
@@ -341,7 +341,7 @@ def copy_table(src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy
             with in_cursor.copy(copy.copy_in(freeze)) as into:
                 total = _pour(source, into, lambda written: advance(copy.name, written, source.rows_read))
         except psycopg.Error as error:
-            raise TetherError(f"Copying {copy.name} failed: {' '.join(str(error).split())}") from None
+            raise TetherError(f"Copying {copy.name} failed: {server_error(error)}") from None
         except SourceError as error:
             raise TetherError(f"Reading {copy.name} from the source failed: {error}") from None
         local_rows = in_cursor.rowcount
@@ -485,5 +485,5 @@ class SourceBatch:
 def _message(result: pq.abc.PGresult | None) -> str:
     if result is None:
         return "the source server sent no result"
-    text = (result.error_message or b"").decode("utf-8", "replace")
+    text = redact((result.error_message or b"").decode("utf-8", "replace"))  # never a row's values
     return " ".join(text.split()) or f"unexpected status {pq.ExecStatus(result.status).name}"

@@ -45,16 +45,8 @@ from tether.native.binaries import client_program
 from tether.swap import cleanup_leftovers, scratch_name, swap_names
 from tether.sync import local as localdb
 from tether.sync import lockshim
-from tether.sync.anonymize import (
-    NO_RULES,
-    SALT_SETTING,
-    RuleSet,
-    anonymize_salt,
-    default_rules_path,
-    load_rules,
-    resolve_rules,
-    salt_digest,
-)
+from tether.sync.anonymization import Anonymization
+from tether.sync.anonymize import NO_RULES, RuleSet, default_rules_path, load_rules
 from tether.sync.catalog import (
     Relation,
     SourceCatalog,
@@ -86,6 +78,7 @@ from tether.sync.parallel import run_parallel
 from tether.sync.plan import Selection, SyncPlan, TableCopy, build_plan, exclude_table_pattern
 from tether.sync.progress import SyncProgress
 from tether.sync.reset import reset_from_snapshot, retire
+from tether.sync.review import NO_ANONYMIZE_WARNING, require_anonymization
 from tether.sync.safety import LocalServer, check_distinct, check_extensions, check_local, inspect_local
 from tether.sync.schema import (
     first_wave,
@@ -135,12 +128,12 @@ class SyncOptions:
     snapshot: bool = True
     large_objects: bool = True  # False: --exclude-large-objects
 
-    def digest(self, rules: RuleSet, salt: str) -> str:
+    def digest(self, rules: RuleSet, key_identity: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
         data = {"selection": self.selection.as_dict(), "anonymize": self.anonymize,
                 "large_objects": self.large_objects,
                 "rules": rules.digest() if self.anonymize else None,
-                "salt": salt_digest(salt) if self.anonymize else None, "version": STATE_VERSION}
+                "key": key_identity if self.anonymize else None, "version": STATE_VERSION}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -168,7 +161,7 @@ class _Context:
     local: LocalServer
     catalog: SourceCatalog
     plan: SyncPlan
-    salt: str
+    anonymization: Anonymization
     options_digest: str
     work_dir: Path
     archive: Path | None = None
@@ -210,7 +203,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     if options.drop_retired not in DROP_RETIRED:
         raise ConfigError(f"drop_retired must be one of {DROP_RETIRED}")
     rules = load_rules(options.rules_path or default_rules_path()) if options.anonymize else NO_RULES
-    salt = anonymize_salt() if options.anonymize else ""
+    if options.anonymize:
+        require_anonymization(rules)  # an empty rules file must not pass for an anonymized copy
     localdb.snapshot_name(dest.database)
     scratch_name(dest.database, "sync")  # a name too long for scratch copies fails here, before any work
     phases = _Phases()
@@ -226,10 +220,13 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             catalog_digest = catalog_fingerprint(snap.conn)
             check_distinct(catalog.server, local, dest)
             check_extensions(catalog.extensions, local)
-            resolved = resolve_rules(rules, catalog) if options.anonymize else {}
+            anonymization = (Anonymization.prepare(snap.conn, catalog, rules) if options.anonymize
+                             else Anonymization.off())
+            resolved = anonymization.resolved
+            selection = anonymization.selection(options.selection, catalog)  # never the key's own table
             binary = catalog.server.major == local.major
             large_objects = _large_objects_wanted(options, rules, catalog)
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
+            plan = build_plan(catalog, selection, resolved, binary_allowed=binary, large_objects=large_objects)
             held = [relation for relation in catalog.relations.values()
                     if relation.kind in ("r", "p") and relation.oid not in plan.excluded_oids]
             lock_tables(snap.conn, [relation.identifier for relation in held])
@@ -239,16 +236,22 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             big = [catalog.relations[copy.relation.oid] for copy in plan.copies if copy.binary]
             big = [relation for relation in big if relation.bytes >= EARLY_TABLE_BYTES]
             as_text = smaller_as_text(snap.conn, big) if binary and source_rtt >= SLOW_ROUND_TRIP else set()
-            plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects,
+            plan = build_plan(catalog, selection, resolved, binary_allowed=binary, large_objects=large_objects,
                               as_text=as_text)
+            if options.anonymize:  # personal columns without a rule, or rules breaking constraints: stop here
+                anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
+        if not options.anonymize:
+            confirm(NO_ANONYMIZE_WARNING, yes=options.yes)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
         confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
                 f"{source.masked_url()}?", yes=options.yes)
         if not options.anonymize:
             progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
-        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
-                           options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest,
-                           source_rtt=source_rtt,
+        if anonymization.key is not None:
+            summary.pseudonym_key = anonymization.key.mode
+        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, anonymization,
+                           options.digest(rules, anonymization.key_identity), Path(work_dir),
+                           catalog_digest=catalog_digest, source_rtt=source_rtt,
                            held_locks=frozenset((relation.schema, relation.name) for relation in held))
         _fill_plan_summary(context)
         with phases("cleanup"):
@@ -515,6 +518,9 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         if second_wave is not None:
             second_wave.result()
         _restore_large_objects(context, scratch_address, main)
+        with phases("leak scan"), connect_local(scratch_address) as conn, conn.transaction():
+            context.summary.leak_scan = context.anonymization.scan_for_leaks(
+                context.source, snap.snapshot_id, conn, [copy.relation for copy in plan.copies]).as_dict()
         sequences = _read_sequences(context, snap)
         fingerprints = _fingerprints(context, snap, None, [copy.relation for copy in plan.copies])
         snap.conn.close()  # the source is no longer needed: release its snapshot now
@@ -605,7 +611,8 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         changes = detection.result()
     fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
                                                      changes.local_reason)
-    changed = changed_tables(previous, relations, fingerprints)
+    # A key made for this sync cannot extend the last sync's pseudonyms: their tables are copied again too.
+    changed = context.anonymization.recopied(changed_tables(previous, relations, fingerprints), relations)
     configuration = [copy.name for copy in plan.copies if copy.appends and copy.name in set(changed)]
     if configuration:
         summary.notes.insert(0, f"full sync: extension configuration tables changed ({', '.join(configuration)}); "
@@ -701,11 +708,11 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
     database is then made again from it (one database copy instead of two).
     """
     phases, summary = context.phases, context.summary
-    settings = CopySettings(jobs=1, salt=context.salt, freeze=False)
+    settings = CopySettings(jobs=1, source_settings=context.anonymization.session_settings, freeze=False)
     views = _populated_views(context)
-    with _snapshot_session(context) as conn, connect_source(context.source) as src:
+    with _snapshot_session(context) as conn, connect_source(context.source,
+                                                            context.anonymization.session_settings) as src:
         join_snapshot(src, snap.snapshot_id)
-        src.execute("SELECT set_config(%s, %s, false)", (SALT_SETTING, context.salt))
         with conn.transaction():
             conn.execute("SET LOCAL session_replication_role = replica")
             restore_triggers = _quiet_triggers(conn, copies)
@@ -724,6 +731,9 @@ def _update_snapshot(context: _Context, snap: SourceSnapshot, previous: SyncStat
             for statement in restore_triggers:
                 conn.execute(statement)
             src.execute("ROLLBACK")
+            with phases("leak scan"):
+                summary.leak_scan = context.anonymization.scan_for_leaks(
+                    context.source, snap.snapshot_id, conn, [copy.relation for copy in copies]).as_dict()
             if views:
                 with phases("materialized views"):
                     summary.materialized_views_refreshed = len(refresh_materialized_views(conn, views))
@@ -802,7 +812,8 @@ def _start_streams(context: _Context, snap: SourceSnapshot) -> RowStreams:
     progress.phase(f"copying {len(copies)} tables ({context.options.jobs} workers"
                    f"{', anonymized on the source' if context.options.anonymize else ''}"
                    f"{f'; {context.source_rtt * 1000:.0f} ms round trips to the source' if slow_link else ''})")
-    settings = CopySettings(jobs=context.options.jobs, salt=context.salt, small_first=slow_link)
+    settings = CopySettings(jobs=context.options.jobs, source_settings=context.anonymization.session_settings,
+                            small_first=slow_link)
     progress.start_tables(len(copies))
     context.data_started = time.perf_counter()
     return RowStreams(context.source, snap.snapshot_id, copies, settings, progress,

@@ -37,6 +37,7 @@ from tether.archive import Replay, Skipped, replay_tolerant, settings_for
 from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.paths import runtime_dir
+from tether.redact import server_error
 from tether.swap import MAX_IDENTIFIER, SCRATCH_MARK, scratch_name, terminate_sessions
 from tether.sync.incremental import SyncState
 
@@ -47,7 +48,7 @@ REAPER_ENV = "TETHER_SYNC_REAPER"
 
 def database_error(error: psycopg.Error, what: str) -> TetherError:
     """A server's error as one paragraph: what failed, PostgreSQL's message, and that nothing was replaced."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    message = server_error(error)  # PostgreSQL's message without DETAIL or values
     hint = ""
     if isinstance(error, psycopg.errors.InsufficientPrivilege):
         hint = (" The source role needs SELECT on every table it copies; the local role needs CREATEDB (a "

@@ -7,7 +7,7 @@ nothing in a sync can write to production, whatever the role may do.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,15 +41,16 @@ LOCAL_SETTINGS = {
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9]+)?$")
 
 
-def session_options(address: DatabaseAddress, settings: dict[str, str]) -> str:
+def session_options(address: DatabaseAddress, settings: Mapping[str, str]) -> str:
     """The libpq ``options`` value: the address's own options, then ours (``-c name=value`` each)."""
     own = [value for key, value in address.options if key == "options" and value]
     return " ".join([*own, *(f"-c {name}={value}" for name, value in settings.items())])
 
 
-def source_conninfo(address: DatabaseAddress) -> str:
-    return address.conninfo(options=session_options(address, SOURCE_SETTINGS), application_name=APPLICATION_NAME,
-                            connect_timeout="15")
+def source_conninfo(address: DatabaseAddress, settings: Mapping[str, str] | None = None) -> str:
+    """``settings`` (the anonymization key of a sync, say) go in the startup packet: no statement, no log line."""
+    return address.conninfo(options=session_options(address, {**SOURCE_SETTINGS, **(settings or {})}),
+                            application_name=APPLICATION_NAME, connect_timeout="15")
 
 
 def local_conninfo(address: DatabaseAddress) -> str:
@@ -57,8 +58,8 @@ def local_conninfo(address: DatabaseAddress) -> str:
                             connect_timeout="15")
 
 
-def connect_source(address: DatabaseAddress) -> psycopg.Connection:
-    return _connect(address, source_conninfo(address), "source")
+def connect_source(address: DatabaseAddress, settings: Mapping[str, str] | None = None) -> psycopg.Connection:
+    return _connect(address, source_conninfo(address, settings), "source")
 
 
 def connect_local(address: DatabaseAddress) -> psycopg.Connection:

@@ -41,6 +41,8 @@ class SyncSummary:
     row_counts: dict[str, int] = field(default_factory=dict)
     materialized_views_refreshed: int = 0
     sequences_set: int = 0
+    pseudonym_key: str | None = None  # "server": stable across syncs; "per-sync": stable within this sync only
+    leak_scan: dict[str, Any] = field(default_factory=dict)  # tether.sync.leaks.LeakReport.as_dict()
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -61,6 +63,17 @@ class SyncSummary:
                          f"({self.source_mbit_per_second:,.0f} Mbit/s)")
         if self.anonymized:
             lines.append(f"  anonymized: {len(self.rules_applied)} column rules applied on the source")
+            if self.pseudonym_key == "server":
+                lines.append("  pseudonyms: keyed by the source's secret (tether_anon), the same on every sync")
+            elif self.pseudonym_key == "per-sync":
+                lines.append("  pseudonyms: keyed by a secret made for this sync only (the source has no tether_anon "
+                             "key): stable within this sync only")
+            if self.leak_scan:
+                scan = self.leak_scan
+                lines.append(f"  leak scan: {scan['columns_checked']} ruled columns, {scan['rows_sampled']} rows "
+                             f"compared with the source, {len(scan['leaks'])} leaks"
+                             + (f", {len(scan['not_checked'])} not checked (see --json)" if scan["not_checked"]
+                                else ""))
         else:
             lines.append("  NOT anonymized: the local database holds real personal data")
         if self.changed_tables:

@@ -56,6 +56,8 @@ def _enabled(c: Context, key: str, default: bool) -> bool:
                                  "otherwise needs `large_objects: keep|drop` in the rules when the source has some",
         "allow_remote_dest": "allow a destination that is not on this machine (it is replaced entirely)",
         "yes": "answer yes to the confirmation (required in CI)",
+        "check_rules": "copy nothing: check the rules against the source and list personal-looking columns "
+                       "without a rule (exit 1 if any; for CI on every migration)",
         "json": "print the summary as JSON on stdout",
     },
     iterable=["tables", "exclude", "exclude_data"],
@@ -65,7 +67,7 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
               exclude: list[str] | None = None, exclude_data: list[str] | None = None, jobs: int = 0,
               no_anonymize: bool = False, rules: str | None = None, full: bool = False, analyze: bool = False,
               no_snapshot: bool = False, exclude_large_objects: bool = False, allow_remote_dest: bool = False,
-              yes: bool = False, json: bool = False) -> None:
+              yes: bool = False, check_rules: bool = False, json: bool = False) -> None:
     """Copy production into the local database: consistent, anonymized, atomic, incremental.
 
     Honours sync.snapshot (default true): keep the synced state for db.reset and incremental re-syncs; and
@@ -78,8 +80,12 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
     from tether.sync.progress import SyncProgress
 
     rules_file = rules or _setting(c, "rules")
+    selection = Selection(_patterns(tables), _patterns(exclude), _patterns(exclude_data))
+    if check_rules:
+        _check_rules(source, Path(rules_file) if rules_file else None, selection, json)
+        return
     options = SyncOptions(
-        selection=Selection(_patterns(tables), _patterns(exclude), _patterns(exclude_data)),
+        selection=selection,
         jobs=int(jobs or _setting(c, "jobs") or default_jobs()), anonymize=not no_anonymize,
         rules_path=Path(rules_file) if rules_file else None, allow_remote_dest=allow_remote_dest, yes=yes,
         analyze=analyze or _enabled(c, "analyze", False), full=full, spare=_enabled(c, "spare", True),
@@ -93,6 +99,23 @@ def sync_prod(c: Context, source: str | None = None, dest: str | None = None, ta
     else:
         for line in summary.lines():
             console().print(line, markup=False)
+
+
+def _check_rules(source: str | None, rules: Path | None, selection: Any, as_json: bool) -> None:
+    from tether.endpoints import open_database
+    from tether.errors import TetherError
+    from tether.sync.anonymization import check_rules
+
+    with open_database(source or "prod", readonly=True) as remote:
+        report = check_rules(remote, rules, selection)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for line in report.lines():
+            console().print(line, markup=False)
+    if not report.ok:
+        raise TetherError(f"--check-rules: {len(report.findings)} personal-looking column(s) without a rule and "
+                          f"{len(report.problems)} problem(s) with the rules (listed above).")
 
 
 @task(
