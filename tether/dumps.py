@@ -189,7 +189,9 @@ def server_info(address: DatabaseAddress) -> ServerInfo:
         version_num = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
         rows = conn.execute(_USER_RELATIONS).fetchall()
     # reltuples is -1 for a table never vacuumed or analyzed (PostgreSQL 14+): no estimate, not zero rows.
-    estimates = {f"{schema}.{table}": (int(tuples) if tuples >= 0 else None) for schema, table, tuples in rows}
+    # Tables no dump carries (the anonymization key) are not expected back either.
+    estimates = {f"{schema}.{table}": (int(tuples) if tuples >= 0 else None) for schema, table, tuples in rows
+                 if f"{schema}.{table}" not in pgtools.NEVER_DUMPED}
     return ServerInfo(version, version_num, estimates)
 
 

@@ -21,7 +21,18 @@ from tether.tasks import sync as sync_tasks
 from .catalog_compare import describe, differences
 from .conftest import GHOST, Torture, execute, pg_dump_into_psql
 
-SETTINGS = "setting "  # compared with the source's own (pg_dump | psql without --create brings none)
+SETTINGS = "setting "
+# Every column of the torture database the personal-column review flags, with a rule (it stops the sync otherwise).
+RULES = """tables:
+  app.secrets:
+    secret: null
+    owner_name: fake_name
+  app.tab_core_types:
+    ip: {inet: {keep_prefix: 16}}
+    ci: {scrub: [email, phone]}
+  app.words:
+    w: {scrub: [email]}
+"""  # compared with the source's own (pg_dump | psql without --create brings none)
 
 
 def _options(**changes: object) -> SyncOptions:
@@ -140,13 +151,13 @@ def test_binary_copy_is_chosen_from_the_whole_type_tree(torture):
 def test_anonymized_sync_must_say_what_to_do_with_large_objects(torture, isolated_project, tmp_path):
     source = torture.source()
     rules = tmp_path / "rules.yaml"
-    rules.write_text("tables:\n  app.secrets:\n    secret: null\n")
+    rules.write_text(RULES)
     copy = torture.dest()
     with pytest.raises(ConfigError, match="large_objects: drop"):
         sync(source, copy, _options(anonymize=True, rules_path=rules))
     assert execute(torture.dest_admin, sql.SQL("SELECT count(*) FROM pg_database WHERE datname LIKE {}").format(
         sql.Literal(copy.database + "%"))) == [(0,)]
-    rules.write_text("large_objects: drop\ntables:\n  app.secrets:\n    secret: null\n")
+    rules.write_text("large_objects: drop\n" + RULES)
     summary = sync(source, copy, _options(anonymize=True, rules_path=rules))
     assert execute(copy, "SELECT count(*) FROM pg_largeobject_metadata") == [(0,)]
     assert execute(copy, "SELECT count(*) FROM app.secrets WHERE secret IS NOT NULL") == [(0,)]

@@ -231,7 +231,7 @@ def test_an_attacker_with_the_whole_laptop_recovers_nothing(shops, sync_servers,
         key_material += [pad.hex() for pad in _server_key(shop)]
     assert key_material
     source_log = shop.log_text()[log_before:]
-    assert "statement: COPY (SELECT" in source_log  # the server did log every statement
+    assert "COPY (SELECT" in source_log  # the server did log every statement (small tables come in batches)
     for material in key_material:
         assert material not in source_log
         assert not any(material in text for text in texts)

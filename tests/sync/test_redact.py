@@ -5,13 +5,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from tether.archive import run_program
 from tether.errors import CommandFailed, TetherError
 from tether.native.binaries import client_program
 from tether.redact import redact, server_error
 from tether.sync.catalog import read_catalog
 from tether.sync.copy import CopySettings, copy_table
 from tether.sync.plan import TableCopy
-from tether.sync.schema import run_program
 
 SECRET = "jeanne.secret@orange.fr"
 

@@ -185,6 +185,11 @@ def rule_sql(rule: ResolvedRule, value: sql.Composable, variant: str | None = No
     return expression
 
 
+def _as_c_text(value: sql.Composable) -> sql.Composable:
+    """The value as text in the "C" collation: regular expressions refuse a nondeterministic one."""
+    return sql.SQL('(({})::text COLLATE "C")').format(value)
+
+
 def column_sql(rule: ResolvedRule, value: sql.Composable, variant: str | None = None) -> sql.Composable:
     """The expression for a whole column, cast back to its type (NULL stays NULL unless the rule says null)."""
     if rule.kind == "keep":
@@ -324,7 +329,7 @@ def _fake_phone(rule: ResolvedRule, value: sql.Composable, variant: str | None) 
     replace and format (every digit of the source becomes a %s of a template filled with the new digits):
     about 5 µs a value, where a per-value subquery took 30.
     """
-    text = sql.SQL("({})::text").format(value)
+    text = _as_c_text(value)
     count = sql.SQL("(length({t}) - length(translate({t}, '0123456789', '')))").format(t=text)
     keep = sql.SQL("greatest(1, {} - 8)").format(count)
     template = sql.SQL("replace(translate(replace({t}, '%', '%%'), '0123456789', repeat(chr(1), 10)), chr(1), "
@@ -341,7 +346,7 @@ def _fake_phone(rule: ResolvedRule, value: sql.Composable, variant: str | None) 
 
 def _fake_iban(rule: ResolvedRule, value: sql.Composable, variant: str | None) -> sql.Composable:
     """A French IBAN with a valid check (FR, 2 check digits, 23 digits), grouped by four when the source is."""
-    text = sql.SQL("({})::text").format(value)
+    text = _as_c_text(value)
     body = sql.SQL("{} || {}").format(_random_digits(rule, value, _lit(15), "iban1", variant),
                                       _random_digits(rule, value, _lit(8), "iban2", variant))
     return sql.SQL(
@@ -397,7 +402,7 @@ def _generalize(rule: ResolvedRule, value: sql.Composable, variant: str | None) 
     # French postcodes down to their département: 75011 → 75000, 2A004 → 2A000, overseas 97411 → 97400.
     if not rule.shape.textual:
         return sql.SQL("CASE WHEN {v} >= 97000 THEN {v} / 100 * 100 ELSE {v} / 1000 * 1000 END").format(v=value)
-    text = sql.SQL("({})::text").format(value)
+    text = _as_c_text(value)
     return sql.SQL(
         "CASE WHEN {t} ~ '^9[78][0-9]{{3}}$' THEN left({t}, 3) || '00' "
         "ELSE left({t}, 2) || regexp_replace(substr({t}, 3), '[0-9A-Za-z]', '0', 'g') END").format(t=text)
@@ -448,7 +453,7 @@ SCRUB_PATTERNS = {
 
 
 def _scrub(rule: ResolvedRule, value: sql.Composable, variant: str | None) -> sql.Composable:
-    text: sql.Composable = sql.SQL("({})::text").format(value)
+    text: sql.Composable = _as_c_text(value)
     for kind in SCRUB_KINDS:  # e-mails first: they hold digits the others could take for a number
         if kind in rule.option("kinds"):
             text = sql.SQL("regexp_replace({}, {}, {}, 'g')").format(text, _lit(SCRUB_PATTERNS[kind]),

@@ -166,7 +166,8 @@ def _checks(relation: Relation, rules: Mapping[str, ResolvedRule], nonce: str) -
             checks.append(_Check(name, rule, "fixed", sql.SQL("NULLIF({}, {})").format(_digest(nonce, column), fixed),
                                  _digest(nonce, column), 0.0))
         elif rule.kind == "scrub":
-            found = sql.SQL(" OR ").join(sql.SQL("({}) ~ {}").format(column, sql.Literal(SCRUB_PATTERNS[kind]))
+            found = sql.SQL(" OR ").join(sql.SQL('(({})::text COLLATE "C") ~ {}').format(column,
+                                                                                   sql.Literal(SCRUB_PATTERNS[kind]))
                                          for kind in rule.option("kinds"))
             checks.append(_Check(name, rule, "scrub", None, sql.SQL("({})").format(found), 0.0))
         elif rule.kind in ("each", "json"):

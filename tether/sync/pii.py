@@ -377,12 +377,13 @@ def sampled_values(column: Column) -> sql.Composable | None:
         if family == JSON:
             return sql.SQL(json_values).format(sql.SQL("{}::jsonb").format(ident), limit)
         if family == TEXT:
-            return sql.SQL("ARRAY[{}::text]").format(ident)
+            # COLLATE "C": the detectors use regular expressions, which a nondeterministic collation refuses.
+            return sql.SQL('ARRAY[{}::text COLLATE "C"]').format(ident)
         return None
     if family == JSON:
         return sql.SQL(json_values).format(sql.SQL("to_jsonb({})").format(ident), limit)
     if family == TEXT:
-        return sql.SQL("({}::text[])[1:{}]").format(ident, limit)
+        return sql.SQL('({}::text[] COLLATE "C")[1:{}]').format(ident, limit)
     return None
 
 
@@ -442,7 +443,7 @@ def _classify_query(samples: Sequence[sql.Composable]) -> sql.Composed:
         "SELECT table_oid, name, {counts} "
         "FROM (SELECT table_oid, name, v, v ~ {candidate} AND NOT (v ~ '[a-fA-F]' AND v ~ '^[0-9a-fA-F -]+$') "
         "AS candidate FROM (SELECT table_oid, name, "
-        "btrim(raw, E' \\t\\r\\n') AS v FROM ({samples}) AS sampled WHERE raw IS NOT NULL AND raw <> '' "
+        "btrim(raw COLLATE \"C\", E' \\t\\r\\n') AS v FROM ({samples}) AS sampled WHERE raw IS NOT NULL AND raw <> '' "
         "AND length(raw) < 10000 OFFSET 0) AS trimmed OFFSET 0) AS t "
         "CROSS JOIN LATERAL (SELECT compact, digits, length(digits) AS ndigits FROM (SELECT "
         "CASE WHEN candidate THEN upper(regexp_replace(v, '\\s', '', 'g')) END AS compact, "
