@@ -79,7 +79,7 @@ TARGETS: tuple[Target, ...] = (
            "the policy pack's rules, with tables of resources that must pass or be rejected"),
     Target("infra/prod/config.py", ("tests/pulumi/test_prod_rules.py",),
            "the production config's validation: tables of good and bad settings (no Pulumi engine needed)"),
-    Target("infra/prod/rules.py", ("tests/pulumi/test_prod_rules.py",),
+    Target("infra/prod/rules.py", ("tests/pulumi/test_prod_rules.py", "tests/pulumi/test_prod_rules_cases.py"),
            "the production rules: tables of settings and the flags they must produce"),
 )
 
