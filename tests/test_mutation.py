@@ -111,10 +111,12 @@ def test_replace_mutmut_section_without_one():
     (['x = "SELECT \'Ab\'"'], ['x = "select \'ab\'"'], False),  # a quoted literal inside: its case matters
     (['x = "SELECT \\"Odd\\" FROM t"'], ['x = "select \\"odd\\" from t"'], False),  # a quoted identifier
     (['retired = scratch_name(target, "old")'], ['retired = scratch_name(target, "OLD")'], False),  # not SQL
+    (['" (SELECT oid FROM pg_database WHERE datname = %s),"'], ['" (select oid from pg_database where datname = %s),"'],
+     True),  # a statement's continuation line
     (['x = "SELECT 1"'], ['x = "SELECT 2"'], False),
     (['x = "SELECT 1"'], [], False),
     ([], [], False),
-], ids=["select", "drop", "literal", "identifier", "not-sql", "not-case", "removed", "nothing"])
+], ids=["select", "drop", "literal", "identifier", "not-sql", "continuation", "not-case", "removed", "nothing"])
 def test_sql_case_only(removed, added, only_case):
     assert sql_case_only(removed, added) is only_case
 

@@ -138,6 +138,8 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("infra/policy_rules.py", "build_policies",
                "for problem in rule.check(Subject(None, args.props, protect)):",
                "the checks read the properties and protect, never the type (validate checked it already)"),
+    Equivalent("tether/sync/safety.py", "inspect_local", 'last_error: Exception | None = ""',
+               "at least one of postgres and template1 is always tried, and a failure sets it before it is read"),
     Equivalent("tether/swap.py", "scratch_name",
                "name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1001))",
                "the stamp only has to differ between runs of one process; any fraction of the clock does"),
@@ -146,7 +148,9 @@ EQUIVALENT: tuple[Equivalent, ...] = (
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"
 _SQL_VERBS = ("SELECT", "ALTER", "DROP", "CREATE", "INSERT", "UPDATE", "DELETE", "WITH", "SET", "GRANT", "REVOKE",
               "COPY", "TRUNCATE", "COMMENT", "SHOW", "RESET", "BEGIN", "COMMIT", "ROLLBACK", "REFRESH", "ANALYZE",
-              "VACUUM", "LOCK", "SECURITY LABEL")
+              "VACUUM", "LOCK", "SECURITY LABEL",
+              # continuation lines of a statement split over several string literals
+              "FROM", "WHERE", "AND", "OR", "JOIN", "ORDER BY", "GROUP BY", "LIMIT", "UNION")
 _STRING = re.compile(r"""(?P<q>"|')(?P<body>(?:\\.|(?!(?P=q)).)*)(?P=q)""")
 
 
@@ -303,7 +307,7 @@ def sql_case_only(removed: Sequence[str], added: Sequence[str]) -> bool:
         if not pairs:
             return False
         for old, _new in pairs:
-            text = old.lstrip().upper()
+            text = old.lstrip(" (").upper()
             if not text.startswith(_SQL_VERBS) or "'" in old or '"' in old:
                 return False
         changed = True

@@ -32,8 +32,11 @@ def test_check_local(host, allow, refused):
     with pytest.raises(Refused) as raised:
         check_local(dest, allow)
     message = raised.value.message
-    assert message.startswith(f"Refused: the destination {dest.masked_url()} is not a local server ({host}).")
-    assert "--allow-remote-dest" in message and "--yes" in message and "s3cret-pw" not in message
+    assert message == (
+        f"Refused: the destination {dest.masked_url()} is not a local server ({host}). sync-prod and db.reset "
+        "replace the destination database entirely, which is meant for a laptop's dev database, not a shared or "
+        "cloud server. If you really mean it, add --allow-remote-dest (and --yes to confirm without a prompt).")
+    assert "s3cret-pw" not in message
 
 
 def _local(available: frozenset[str], version: int = 150004) -> LocalServer:
@@ -45,9 +48,11 @@ def test_extensions_the_local_server_lacks_are_refused_before_anything_is_writte
     check_extensions({"plpgsql": "1.0", "pg_trgm": "1.6"}, local)
     with pytest.raises(TetherError) as raised:
         check_extensions({"postgis": "3.4.2", "plpgsql": "1.0", "citext": "1.6"}, local)
-    message = raised.value.message
-    assert "(PostgreSQL 15) does not have: citext 1.6, postgis 3.4.2." in message
-    assert "postgresql-15-<name>, e.g. postgresql-15-postgis-3" in message and "nothing was written" in message
+    assert raised.value.message == (
+        "The source uses extensions the local server (PostgreSQL 15) does not have: citext 1.6, postgis 3.4.2. The "
+        "copy would fail while creating the schema; nothing was written. Install them on this machine (on Debian and "
+        "Ubuntu, most come as postgresql-15-<name>, e.g. postgresql-15-postgis-3; the contrib ones in "
+        "postgresql-contrib) and run the sync again.")
     # A server that lists no available extensions (no pg_available_extensions) cannot be judged: let it try.
     check_extensions({"postgis": "3.4.2"}, _local(frozenset()))
 
@@ -71,7 +76,10 @@ def test_check_distinct_messages_name_the_danger():
     same = LocalServer("42", "t0", 150000, 5, ADDRESS.with_database("postgres"))
     with pytest.raises(Refused) as raised:
         check_distinct(source, same, ADDRESS.with_database("copy"))
-    assert "is the source database itself" in raised.value.message and "'prod'" in raised.value.message
+    assert raised.value.message == (
+        f"Refused: the destination {ADDRESS.with_database('copy').masked_url()} is the source database itself (same "
+        "server and database 'prod', whatever the host name says). Syncing would destroy it. Point --dest at another "
+        "database.")
     scratch = ServerInfo(150000, "42", "t0", 7, "dev__tether_sync_1_2", "UTF8", "reader")
     with pytest.raises(Refused, match="one of the sync's own copies of 'dev'"):
         check_distinct(scratch, LocalServer("42", "t0", 150000, 6, ADDRESS), ADDRESS)
