@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from tether.tasks import bench, checks, deps, devstack, dumps, proxy, schema, stacks, sync
+from tether.tasks import bench, checks, deps, devstack, dumps, mutants, proxy, schema, stacks, sync
 from tether.tasks import ci as ci_tasks
 from tether.tasks import env as env_tasks
 from tether.tasks import redis as redis_tasks
@@ -10,6 +10,7 @@ from tether.tasks import redis as redis_tasks
 ns = Collection(
     devstack.up, devstack.down, devstack.status, devstack.health, devstack.psql, env_tasks.env,
     sync.sync_prod, stacks.preview, stacks.deploy, stacks.outputs, ci_tasks.ci, bench.bench, checks.test, checks.lint,
+    mutants.mutants,
 )
 
 target = Collection("target")

@@ -133,3 +133,50 @@ def test_locality_decision(url, local, isolated_project):
     from tether.conninfo import parse_database_url
 
     assert parse_database_url(url).is_local is local
+
+
+@pytest.mark.parametrize("task_name", ["sync-prod", "db.reset"])
+def test_sync_tasks_ask_before_replacing_a_local_database(task_name, isolated_project, monkeypatch, pg_server,
+                                                          tmp_path, no_network):
+    """The confirmation itself, on a LOCAL destination: no "not a local server" refusal can answer for it.
+
+    A confirmation that always said yes would replace the database here; the test sees the change.
+    """
+    import psycopg
+
+    from tether.sync.engine import SyncOptions, sync
+    from tether.tasks import sync as sync_tasks
+
+    source = pg_server.create_database()
+    dest = pg_server.admin.with_database(f"dev_{source.database}")
+    with psycopg.connect(source.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("tables: {}\n")
+    if task_name == "db.reset":  # a real sync first, so that the reset gets as far as its question
+        sync(source, dest, SyncOptions(yes=True, rules_path=rules, drop_retired="now", spare=False))
+    else:
+        pg_server.create_database(dest.database)
+        with psycopg.connect(dest.conninfo(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    with psycopg.connect(dest.conninfo(), autocommit=True) as conn:
+        conn.execute("INSERT INTO items VALUES (42)")  # local work the command would throw away
+    monkeypatch.setenv("CI", "true")
+    calls = {
+        "sync-prod": lambda: sync_tasks.sync_prod(Context(), source=source.url(), dest=dest.url(), rules=str(rules)),
+        "db.reset": lambda: sync_tasks.reset(Context(), db=dest.url()),
+    }
+    with pytest.raises(Exit) as raised:
+        calls[task_name]()
+    message = str(raised.value.message or "")
+    assert raised.value.code == 3, message
+    question = "Replace the local database" if task_name == "sync-prod" else "Reset the local database"
+    assert question in message and "CI=true is set" in message and "--yes" in message, message
+    assert "not a local server" not in message
+    with psycopg.connect(dest.conninfo()) as conn:
+        assert conn.execute("SELECT id FROM items ORDER BY id").fetchall() == (
+            [(42,)] if task_name == "sync-prod" else [(1,), (2,), (42,)])
+    with psycopg.connect(pg_server.admin.conninfo()) as conn:
+        scratch = conn.execute("SELECT count(*) FROM pg_database WHERE starts_with(datname, %s)",
+                               (dest.database + "__tether_",)).fetchone()
+    assert scratch == ((1,) if task_name == "db.reset" else (0,))  # only the snapshot of the first sync

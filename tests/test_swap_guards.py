@@ -1,0 +1,254 @@
+"""What the swap guarantees when things go wrong, and the edges of its names (issue 21, mutation testing).
+
+Real server throughout: a swap is only as atomic as PostgreSQL's transaction around the two renames.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tether import swap
+from tether.errors import TetherError
+
+DEAD_PID = 2**22 + 12345  # above Linux's highest pid_max: never a live process
+
+
+def _make(admin, name, marker):
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(admin.with_database(name).conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (value text)")
+        conn.execute("INSERT INTO marker VALUES (%s)", (marker,))
+
+
+def _marker(admin, name):
+    with psycopg.connect(admin.with_database(name).conninfo()) as conn:
+        return conn.execute("SELECT value FROM marker").fetchone()[0]
+
+
+def _names(admin, prefix):
+    with psycopg.connect(admin.conninfo()) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1", (prefix,))
+        return [row[0] for row in rows]
+
+
+def _unique(stem):
+    return f"{stem}_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+
+
+@pytest.mark.parametrize("operation", ["swap_in", "swap_names"])
+def test_a_swap_whose_scratch_database_is_missing_leaves_the_target_in_place(pg_server, operation):
+    """Survivor 2: dropping (or renaming away) the target before the scratch copy is known to exist loses it."""
+    admin, target = pg_server.admin, _unique("swap_keep")
+    _make(admin, target, "precious")
+    missing = swap.scratch_name(target, "restore")
+    with pytest.raises(psycopg.errors.InvalidCatalogName):
+        getattr(swap, operation)(admin, missing, target)
+    assert _marker(admin, target) == "precious"
+    assert _names(admin, target) == [target]  # not renamed aside, no retired copy either
+    pg_server.drop_database(target)
+
+
+def test_swap_names_keeps_the_replaced_database_under_an_old_scratch_name(pg_server):
+    admin, target = pg_server.admin, _unique("swap_aside")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    disconnected, retired = swap.swap_names(admin, scratch, target)
+    assert disconnected == 0
+    parsed = swap.parse_scratch_name(retired)
+    assert parsed is not None and (parsed.target, parsed.purpose, parsed.pid) == (target, "old", os.getpid())
+    assert _marker(admin, target) == "new" and _marker(admin, retired) == "old"
+    assert sorted(_names(admin, target)) == sorted([target, retired])
+    # swap_in drops what it replaced; with no target at all there is nothing to retire.
+    again = swap.scratch_name(target, "sync")
+    _make(admin, again, "newer")
+    assert swap.swap_in(admin, again, target) == 0
+    assert _marker(admin, target) == "newer" and sorted(_names(admin, target)) == sorted([target, retired])
+    pg_server.drop_database(retired)
+    pg_server.drop_database(target)
+    fresh = swap.scratch_name(target, "sync")
+    _make(admin, fresh, "first")
+    assert swap.swap_names(admin, fresh, target) == (0, None)
+    pg_server.drop_database(target)
+
+
+def test_every_session_on_the_target_is_disconnected_and_counted(pg_server):
+    admin, target = pg_server.admin, _unique("swap_busy")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    sessions = [psycopg.connect(admin.with_database(target).conninfo()) for _ in range(2)]
+    on_scratch = psycopg.connect(admin.with_database(scratch).conninfo())
+    try:
+        assert swap.swap_in(admin, scratch, target) == 2  # the scratch database's session is not counted
+    finally:
+        for conn in [*sessions, on_scratch]:
+            conn.close()
+    assert _marker(admin, target) == "new"
+    pg_server.drop_database(target)
+
+
+def test_a_swap_that_cannot_get_the_target_alone_gives_up_and_keeps_both(pg_server, monkeypatch):
+    """A client that is back after every kick: the swap retries with growing pauses, then gives up cleanly.
+
+    Each attempt costs PostgreSQL's own 5 s wait for the other sessions to leave, so two attempts, not twenty.
+    """
+    admin, target = pg_server.admin, _unique("swap_stuck")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    clients = [psycopg.connect(admin.with_database(target).conninfo())]
+    real_terminate = swap.terminate_sessions
+
+    def kick_and_come_back(conn, database):
+        kicked = real_terminate(conn, database)
+        if database == target:
+            clients.append(psycopg.connect(admin.with_database(target).conninfo()))
+        return kicked
+
+    pauses: list[float] = []
+    monkeypatch.setattr(swap, "terminate_sessions", kick_and_come_back)
+    monkeypatch.setattr(swap.time, "sleep", pauses.append)
+    try:
+        with pytest.raises(TetherError) as raised:
+            swap.swap_in(admin, scratch, target, attempts=2)
+    finally:
+        for conn in clients:
+            conn.close()
+    assert pauses == pytest.approx([0.05, 0.10])
+    message = raised.value.message
+    assert "clients keep reconnecting" in message and f"{target!r} is unchanged" in message
+    assert f"kept as {scratch!r}" in message
+    assert _marker(admin, target) == "old" and _marker(admin, scratch) == "new"
+    pg_server.drop_database(target)
+    pg_server.drop_database(scratch)
+
+
+def test_sessions_kicked_on_every_attempt_are_all_counted(pg_server, monkeypatch):
+    """A client that reconnects once between the kick and the rename: the second attempt succeeds."""
+    admin, target = pg_server.admin, _unique("swap_retry")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    clients = [psycopg.connect(admin.with_database(target).conninfo())]
+    real_terminate = swap.terminate_sessions
+
+    def kick_and_come_back_once(conn, database):
+        kicked = real_terminate(conn, database)
+        if database == target and len(clients) == 1:
+            clients.append(psycopg.connect(admin.with_database(target).conninfo()))
+        return kicked
+
+    pauses: list[float] = []
+    monkeypatch.setattr(swap, "terminate_sessions", kick_and_come_back_once)
+    monkeypatch.setattr(swap.time, "sleep", pauses.append)
+    try:
+        assert swap.swap_in(admin, scratch, target) == 2
+    finally:
+        for conn in clients:
+            conn.close()
+    assert pauses == pytest.approx([0.05])
+    assert _marker(admin, target) == "new"
+    pg_server.drop_database(target)
+
+
+def test_cleanup_drops_exactly_the_dead_leftovers_of_its_target_and_purposes(pg_server):
+    admin = pg_server.admin
+    target = _unique("swap_left")
+    alive = str(swap.ScratchName(target, "restore", os.getppid(), 1))
+    mine = str(swap.ScratchName(target, "restore", os.getpid(), 2))
+    dead_restore = str(swap.ScratchName(target, "restore", DEAD_PID, 3))
+    dead_sync = str(swap.ScratchName(target, "sync", DEAD_PID, 4))
+    # LIKE's `_` matches any character: a name of another target that the query finds but must not touch.
+    lookalike = str(swap.ScratchName(target.replace("_", "x", 1), "restore", DEAD_PID, 5))
+    other_target = f"{target}{swap.SCRATCH_MARK}x{swap.SCRATCH_MARK}restore_{DEAD_PID}_6"  # parses as another target
+    unparsable = f"{target}{swap.SCRATCH_MARK}restore_soon"
+    # Created in this order: the ones to keep come first, so a loop that stops early misses the dead ones.
+    for name in (alive, mine, lookalike, other_target, unparsable, dead_sync, dead_restore):
+        _make(admin, name, "x")
+    assert swap.cleanup_leftovers(admin, target, ("restore",)) == [dead_restore]
+    assert swap.cleanup_leftovers(admin, target) == [dead_sync]
+    assert set(_names(admin, target)) == {alive, mine, other_target, unparsable}
+    assert swap.database_exists(admin, lookalike)
+    for name in (alive, mine, other_target, unparsable, lookalike):
+        pg_server.drop_database(name)
+
+
+def test_database_exists_and_drop_database(pg_server):
+    admin, name = pg_server.admin, _unique("swap_exists")
+    assert not swap.database_exists(admin, name)
+    _make(admin, name, "x")
+    assert swap.database_exists(admin, name)
+    busy = psycopg.connect(admin.with_database(name).conninfo())
+    try:
+        swap.drop_database(admin, name)  # WITH (FORCE): an open session does not stop it
+    finally:
+        busy.close()
+    assert not swap.database_exists(admin, name)
+    swap.drop_database(admin, name)  # IF EXISTS: dropping twice is fine
+
+
+def test_admin_sessions_give_up_on_a_server_that_does_not_answer(monkeypatch, pg_server):
+    """Every admin connection carries a connect timeout: a hung local server must not hang the command."""
+    seen: list[str] = []
+    real_connect = psycopg.connect
+
+    def spy(conninfo, **kwargs):
+        seen.append(conninfo)
+        return real_connect(conninfo, **kwargs)
+
+    monkeypatch.setattr(swap.psycopg, "connect", spy)
+    assert swap.database_exists(pg_server.admin, "postgres")
+    assert seen and all(psycopg.conninfo.conninfo_to_dict(info).get("connect_timeout") == "10" for info in seen)
+
+
+def test_scratch_names_are_unique_and_parse_back_exactly():
+    first = swap.scratch_name("app", "restore")
+    time.sleep(0.002)
+    second = swap.scratch_name("app", "restore")
+    assert first != second
+    parsed = swap.parse_scratch_name(second)
+    assert parsed == swap.ScratchName("app", "restore", os.getpid(), int(second.rsplit("_", 1)[1]))
+    assert isinstance(parsed.stamp, int) and isinstance(parsed.pid, int)
+    # Microseconds: a stamp close to the wall clock, so leftovers can be told apart by age.
+    assert abs(parsed.stamp - time.time_ns() // 1000) < 60 * 10**6
+
+
+@pytest.mark.parametrize(("name", "parsed"), [
+    ("app__tether_sync_12_34", swap.ScratchName("app", "sync", 12, 34)),
+    ("a__tether_b__tether_old_1_2", swap.ScratchName("a__tether_b", "old", 1, 2)),
+    ("app__tether_Sync_12_34", None),
+    ("app__tether_sync_12", None),
+    ("app__tether_sync_x_34", None),
+    ("__tether_sync_12_34", None),
+    ("app", None),
+    ("app__tether_sync_12_34 ", None),
+    (" app__tether_sync_12_34", swap.ScratchName(" app", "sync", 12, 34)),
+], ids=["plain", "nested", "upper-purpose", "no-stamp", "bad-pid", "no-target", "not-scratch", "trailing-space",
+        "leading-space"])
+def test_parse_scratch_name(name, parsed):
+    assert swap.parse_scratch_name(name) == parsed
+
+
+def test_a_scratch_name_of_exactly_63_bytes_is_accepted():
+    overhead = len(f"{swap.SCRATCH_MARK}sync_{os.getpid()}_{time.time_ns() // 1000}")
+    target = "t" * (swap.MAX_IDENTIFIER - overhead)
+    assert len(swap.scratch_name(target, "sync").encode()) == swap.MAX_IDENTIFIER
+    with pytest.raises(TetherError, match=r"too long .*\(64 > 63 bytes\)"):
+        swap.scratch_name(target + "t", "sync")
+    # Bytes, not characters: one accented letter is two.
+    with pytest.raises(TetherError, match="too long"):
+        swap.scratch_name(target[:-1] + "é", "sync")
+
+
+def test_the_too_long_message_names_the_limit():
+    with pytest.raises(TetherError) as raised:
+        swap.scratch_name("y" * 50, "restore")
+    assert f"at most {swap.MAX_IDENTIFIER - len(swap.SCRATCH_MARK) - 30} bytes" in raised.value.message
+    assert "at most 24 bytes" in raised.value.message and "'" + "y" * 50 + "'" in raised.value.message
