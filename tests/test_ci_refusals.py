@@ -150,15 +150,15 @@ def test_sync_tasks_ask_before_replacing_a_local_database(task_name, isolated_pr
     source = pg_server.create_database()
     dest = pg_server.admin.with_database(f"dev_{source.database}")
     with psycopg.connect(source.conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2)")
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items VALUES (1), (2)")
     rules = tmp_path / "rules.yaml"
-    rules.write_text("tables: {}\n")
+    rules.write_text("tables:\n  public.items:\n    note: null\n")  # rules that anonymize nothing are refused
     if task_name == "db.reset":  # a real sync first, so that the reset gets as far as its question
         sync(source, dest, SyncOptions(yes=True, rules_path=rules, drop_retired="now", spare=False))
     else:
         pg_server.create_database(dest.database)
         with psycopg.connect(dest.conninfo(), autocommit=True) as conn:
-            conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
     with psycopg.connect(dest.conninfo(), autocommit=True) as conn:
         conn.execute("INSERT INTO items VALUES (42)")  # local work the command would throw away
     monkeypatch.setenv("CI", "true")
