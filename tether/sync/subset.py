@@ -1,0 +1,394 @@
+"""A referentially complete subset of the source, computed with read-only queries in the sync's snapshot.
+
+Rows are named by (leaf table, ctid): within one exported snapshot every session sees the same row versions at
+the same places, so the plan's sessions and the copy workers agree on them, and ctids name rows of tables
+without any key too. The closure keeps the row sets in this process (the source may be a read replica: no
+temporary table, no write), and runs in rounds: the roots' rows; the rows of the listed child tables that
+reference them, level by level down to the depth; then, until nothing new turns up, every row a selected row
+references, through every foreign key (composite ones, self-references and cycles included). Each copy then
+selects its table's rows by ctid (or, for a percentage, by the same immutable hash predicate plus the ctids
+of the rows added to it), so what arrives is exactly the plan's rows, and every foreign key holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+import psycopg
+from psycopg import sql
+
+from tether.errors import ConfigError
+from tether.sync.catalog import Relation, SourceCatalog
+from tether.sync.plan import SyncPlan, TableCopy
+from tether.sync.subset_graph import (
+    WHOLE,
+    Classification,
+    Link,
+    Reach,
+    SubsetGraph,
+    classify,
+    read_graph,
+)
+from tether.sync.subset_spec import SAMPLE_SCALE, Root, SubsetSpec
+
+CHUNK = 20_000  # ctids per query: a few hundred kB of parameter
+CATEGORIES = ("selected", "children", "referenced", "whole")
+
+
+def ctid_number(alias: str | None = None) -> sql.Composable:
+    """A row's ctid as one bigint (block << 16 | line pointer): compact in memory, and turned back in tid_text."""
+    ctid = sql.SQL("{}.ctid").format(sql.Identifier(alias)) if alias else sql.SQL("ctid")
+    return sql.SQL("((({c})::text::point)[0]::int8 << 16) | (({c})::text::point)[1]::int8").format(c=ctid)
+
+
+def tid_text(number: int) -> str:
+    return f"({number >> 16},{number & 0xFFFF})"
+
+
+def tid_array(numbers: Iterable[int]) -> str:
+    """The text of a ``tid[]``: ``{"(0,1)","(0,2)"}``."""
+    return "{" + ",".join(f'"{tid_text(number)}"' for number in sorted(numbers)) + "}"
+
+
+def sample_hash(seed: str, key: tuple[str, ...], relation: Relation) -> sql.Composable:
+    """A bigint from md5(seed:key): the same rows for the same seed, on every server and version.
+
+    The key is the table's primary key (or a unique NOT NULL key), else the whole row.
+    """
+    columns = key or tuple(column.name for column in relation.columns)
+    if len(columns) == 1:
+        value: sql.Composable = sql.Identifier(columns[0])
+    else:
+        value = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(column) for column in columns))
+    return sql.SQL("('x' || substr(md5({} || ({})::text), 1, 15))::bit(60)::bigint").format(
+        sql.Literal(seed + ":"), value)
+
+
+def sample_predicate(seed: str, key: tuple[str, ...], relation: Relation, root: Root) -> sql.Composable:
+    return sql.SQL("({} % {} < {})").format(sample_hash(seed, key, relation), sql.Literal(SAMPLE_SCALE),
+                                           sql.Literal(root.threshold))
+
+
+def _columns(alias: str, columns: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(alias, column) for column in columns))
+
+
+def _table(relation: Relation) -> sql.Composable:
+    """FROM target: a partitioned table with its partitions, any other table ONLY itself (not its INHERITS
+    children, which foreign keys do not cover)."""
+    return sql.SQL("{}{}").format(sql.SQL("" if relation.kind == "p" else "ONLY "), relation.identifier)
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Rows a query starts from: ``ctids`` of one leaf table, or (``ctids`` None) every row of a table."""
+
+    relation: Relation
+    ctids: tuple[int, ...] | None = None
+
+    def source(self, alias: str) -> tuple[sql.Composable, list[str]]:
+        if self.ctids is None:
+            return sql.SQL("{} AS {}").format(_table(self.relation), sql.Identifier(alias)), []
+        return (sql.SQL("ONLY {} AS {} WHERE {}.ctid = ANY(%s::tid[])").format(
+            self.relation.identifier, sql.Identifier(alias), sql.Identifier(alias)), [tid_array(self.ctids)])
+
+
+def parents_query(link: Link, parent: Relation, frontier: Frontier) -> tuple[sql.Composed, list[str]]:
+    """The parent rows the frontier's rows reference through ``link`` (a NULL in the key references nothing)."""
+    source, params = frontier.source("s")
+    return sql.SQL("SELECT t.tableoid::oid, {} FROM {} AS t WHERE {} IN (SELECT {} FROM {})").format(
+        ctid_number("t"), _table(parent), _columns("t", link.parent_columns),
+        sql.SQL(", ").join(sql.Identifier("s", column) for column in link.child_columns), source), params
+
+
+def children_query(link: Link, child: Relation, frontier: Frontier) -> tuple[sql.Composed, list[str]]:
+    """The child rows that reference the frontier's rows through ``link``."""
+    source, params = frontier.source("s")
+    return sql.SQL("SELECT t.tableoid::oid, {} FROM {} AS t WHERE {} IN (SELECT {} FROM {})").format(
+        ctid_number("t"), _table(child), _columns("t", link.child_columns),
+        sql.SQL(", ").join(sql.Identifier("s", column) for column in link.parent_columns), source), params
+
+
+def root_query(relation: Relation, root: Root, seed: str, key: tuple[str, ...]) -> sql.Composed:
+    """The rows one spec selects. No alias: a where= condition may name the table (app.profiles.created_at)."""
+    select = sql.SQL("SELECT tableoid::oid, {} FROM {}").format(ctid_number(), _table(relation))
+    if root.kind == "percent":
+        return sql.SQL("{} WHERE {}").format(select, sample_predicate(seed, key, relation, root))
+    if root.kind == "rows":
+        digest = sample_hash(seed, key, relation)
+        return sql.SQL("{} ORDER BY {}, ({})::text LIMIT {}").format(
+            select, digest, _key_value(key, relation), sql.Literal(int(root.value)))
+    # On lines of its own, so that a trailing -- comment in it cannot swallow the rest of the statement.
+    return sql.SQL("{} WHERE (\n{}\n)").format(select, sql.SQL(str(root.value)))
+
+
+def _key_value(key: tuple[str, ...], relation: Relation) -> sql.Composable:
+    columns = key or tuple(column.name for column in relation.columns)
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(column) for column in columns))
+
+
+@dataclass
+class LeafRows:
+    """What the subset takes from one leaf table, by category; ``predicate`` rows are selected by the sample's
+    hash (not listed), the others by ctid."""
+
+    relation: Relation
+    unit: str
+    reach: Reach
+    selected: set[int] = field(default_factory=set)
+    children: set[int] = field(default_factory=set)
+    referenced: set[int] = field(default_factory=set)
+    predicate: sql.Composable | None = None  # the percentage roots' sample, on this leaf's own columns
+    predicate_rows: set[int] = field(default_factory=set)  # of ``selected``: those the predicate selects
+    whole_rows: int = 0
+
+    def __contains__(self, ctid: int) -> bool:
+        return ctid in self.selected or ctid in self.children or ctid in self.referenced
+
+    @property
+    def whole(self) -> bool:
+        return self.reach.how == WHOLE
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"selected": len(self.selected), "children": len(self.children),
+                "referenced": len(self.referenced), "whole": self.whole_rows}
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+    def listed(self) -> set[int]:
+        """The rows the copy names by ctid: all but those the predicate selects."""
+        return (self.selected - self.predicate_rows) | self.children | self.referenced
+
+    def row_filter(self) -> sql.Composable | None:
+        """The WHERE condition of the copy (None: every row)."""
+        if self.whole:
+            return None
+        listed = self.listed()
+        parts: list[sql.Composable] = []
+        if self.predicate is not None:
+            parts.append(self.predicate)
+        if listed:
+            parts.append(sql.SQL("ctid = ANY({}::tid[])").format(sql.Literal(tid_array(listed))))
+        return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
+
+    def digest(self) -> str:
+        """Names exactly the rows taken: a re-sync copies the table again when it differs."""
+        if self.whole:
+            return "whole"
+        text = "|".join(map(str, sorted(self.selected | self.children | self.referenced)))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class SubsetResult:
+    """The plan of a subset: how each table is reached and the rows taken from each leaf table."""
+
+    spec: SubsetSpec
+    graph: SubsetGraph
+    classification: Classification
+    leaves: dict[int, LeafRows]
+    seconds: float = 0.0
+    queries: int = 0
+    rounds: int = 0
+
+    def apply(self, plan: SyncPlan) -> SyncPlan:
+        """The plan with each copy limited to the subset's rows (and the row count it must end with)."""
+        copies: list[TableCopy] = []
+        for copy in plan.copies:
+            leaf = self.leaves.get(copy.relation.oid)
+            if leaf is None or leaf.whole:
+                copies.append(copy)
+                continue
+            copies.append(replace(copy, row_filter=leaf.row_filter(), expected_rows=leaf.rows))
+        # Biggest share of work first, as the full sync orders them by size.
+        copies.sort(key=lambda copy: (-self._weight(copy.relation), copy.name))
+        selections = {leaf.relation.qualified: leaf.digest() for leaf in self.leaves.values()}
+        return replace(plan, copies=copies, subset_selections=selections)
+
+    def _weight(self, relation: Relation) -> float:
+        leaf = self.leaves.get(relation.oid)
+        estimate = self.graph.estimates.get(relation.oid, -1.0)
+        if leaf is None or leaf.whole or estimate <= 0:
+            return float(relation.bytes)
+        return relation.bytes * min(1.0, leaf.rows / estimate)
+
+
+RunQuery = Callable[[sql.Composed, list[str]], list[tuple[int, int]]]
+Say = Callable[[str], None]
+
+
+def _say_nothing(_: str) -> None:
+    """The default progress callback: say nothing."""
+
+
+def compute_subset(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan, spec: SubsetSpec,
+                   say: Say = _say_nothing) -> SubsetResult:
+    """Classify the tables and collect the subset's rows, in ``conn``'s snapshot (read-only queries only)."""
+    started = time.perf_counter()
+    graph = read_graph(conn, catalog, plan)
+    classification = classify(graph, spec)
+    closure = _Closure(conn, graph, classification, spec, say)
+    closure.run()
+    return SubsetResult(spec, graph, classification, closure.leaves, time.perf_counter() - started,
+                        closure.queries, closure.rounds)
+
+
+class _Closure:
+    """The rounds of the closure over one session; the row sets live in ``leaves``."""
+
+    def __init__(self, conn: psycopg.Connection, graph: SubsetGraph, classification: Classification,
+                 spec: SubsetSpec, say: Say) -> None:
+        self.conn, self.graph, self.classification, self.spec, self.say = conn, graph, classification, spec, say
+        self.relations = graph.catalog.relations
+        self.leaves: dict[int, LeafRows] = {}
+        for leaf in sorted(graph.copied):
+            unit = graph.unit(leaf)
+            self.leaves[leaf] = LeafRows(self.relations[leaf], self.relations[unit].qualified,
+                                         classification.reach[unit])
+        self.queries = self.rounds = 0
+
+    def reach(self, oid: int) -> Reach:
+        return self.classification.reach[self.graph.unit(oid)]
+
+    def run(self) -> None:
+        self.say("subset: selecting the roots' rows")
+        frontier = self._roots()
+        expandable = {leaf: set(ctids) for leaf, ctids in frontier.items()}
+        for depth in range(1, self.spec.depth + 1):
+            if not expandable or not self.classification.children:
+                break
+            self.say(f"subset: rows that reference them, depth {depth}")
+            expandable = self._children(expandable)
+            for leaf, ctids in expandable.items():
+                frontier.setdefault(leaf, set()).update(ctids)
+        self._count_whole()
+        pending: dict[int, set[int] | None] = {leaf: ctids for leaf, ctids in frontier.items() if ctids}
+        pending.update({leaf: None for leaf, rows in self.leaves.items() if rows.whole})
+        while pending:
+            self.rounds += 1
+            found = self._parents(pending)
+            total = sum(len(ctids) for ctids in found.values())
+            if total:
+                self.say(f"subset: round {self.rounds}: {total:,} referenced rows added")
+            pending = {leaf: ctids for leaf, ctids in found.items() if ctids}
+
+    def _run(self, query: sql.Composed, params: list[str]) -> Iterator[tuple[int, int]]:
+        self.queries += 1
+        for oid, ctid in self.conn.execute(query, params or None).fetchall():
+            yield int(oid), int(ctid)
+
+    def _roots(self) -> dict[int, set[int]]:
+        found: dict[int, set[int]] = {}
+        for unit, roots in self.classification.roots.items():
+            relation = self.relations[unit]
+            key = self.graph.sample_keys.get(unit, ())
+            for root in roots:
+                query = root_query(relation, root, self.spec.seed, key)
+                for leaf, ctid in self._root_rows(query, root, relation):
+                    rows = self.leaves.get(leaf)
+                    if rows is None:  # a partition whose rows are not copied (a foreign table)
+                        continue
+                    rows.selected.add(ctid)
+                    found.setdefault(leaf, set()).add(ctid)
+                    if root.kind == "percent":
+                        rows.predicate_rows.add(ctid)
+                if root.kind == "percent":
+                    for leaf in self.graph.leaves.get(unit, ()):
+                        predicate = sample_predicate(self.spec.seed, key, relation, root)
+                        rows = self.leaves[leaf]
+                        rows.predicate = predicate if rows.predicate is None else sql.SQL("{} OR {}").format(
+                            rows.predicate, predicate)
+        return found
+
+    def _root_rows(self, query: sql.Composed, root: Root, relation: Relation) -> list[tuple[int, int]]:
+        if root.kind != "where":
+            return list(self._run(query, []))
+        # The user's condition: checked in a savepoint (an error must not end the snapshot's transaction), with
+        # a parameter so that it runs as one prepared statement (a second statement in it is refused).
+        checked = sql.SQL("{} AND %s").format(query)
+        try:
+            with self.conn.transaction():
+                self.queries += 1
+                return [(int(oid), int(ctid)) for oid, ctid in self.conn.execute(checked, [True]).fetchall()]
+        except psycopg.Error as error:
+            message = " ".join(str(error).split())
+            raise ConfigError(f"The subset condition {root.describe()} failed on the source: {message}. It is "
+                              f"SQL evaluated on {relation.qualified} in a read-only session whose search_path is "
+                              "pg_catalog: qualify other tables and functions (app.f(), not f()).") from None
+
+    def _children(self, expandable: dict[int, set[int]]) -> dict[int, set[int]]:
+        """One level down: rows of listed child tables that reference the ``expandable`` rows."""
+        found: dict[int, set[int]] = {}
+        for link in self.graph.links:
+            if self.graph.unit(link.child) not in self.classification.children:
+                continue
+            for leaf in self.graph.leaves.get(link.parent, ()):
+                ctids = expandable.get(leaf)
+                if not ctids:
+                    continue
+                for chunk in _chunks(ctids):
+                    query, params = children_query(link, self.relations[link.child],
+                                                   Frontier(self.relations[leaf], chunk))
+                    for child, ctid in self._run(query, params):
+                        rows = self.leaves.get(child)
+                        if rows is None or rows.whole or ctid in rows:
+                            continue
+                        rows.children.add(ctid)
+                        found.setdefault(child, set()).add(ctid)
+        return found
+
+    def _parents(self, pending: dict[int, set[int] | None]) -> dict[int, set[int]]:
+        """One round up: the rows the ``pending`` rows reference that are not in yet (None: every row)."""
+        found: dict[int, set[int]] = {}
+        for link in self.graph.links:
+            targets = self.graph.leaves.get(link.parent, ())
+            if not targets or all(self.leaves[leaf].whole for leaf in targets):
+                continue  # every row of the referenced table is in already
+            parent = self.relations[link.parent]
+            for leaf in self.graph.leaves.get(link.child, ()):
+                if leaf not in pending:
+                    continue
+                ctids = pending[leaf]
+                frontiers = ([Frontier(self.relations[leaf])] if ctids is None
+                             else [Frontier(self.relations[leaf], chunk) for chunk in _chunks(ctids)])
+                for frontier in frontiers:
+                    query, params = parents_query(link, parent, frontier)
+                    for target, ctid in self._run(query, params):
+                        rows = self.leaves.get(target)
+                        if rows is None or rows.whole or ctid in rows:
+                            continue
+                        rows.referenced.add(ctid)
+                        found.setdefault(target, set()).add(ctid)
+        return found
+
+    def _count_whole(self) -> None:
+        whole = [rows for rows in self.leaves.values() if rows.whole]
+        for start in range(0, len(whole), 100):
+            batch = whole[start:start + 100]
+            query = sql.SQL(" UNION ALL ").join(
+                sql.SQL("SELECT {}::oid, count(*) FROM ONLY {}").format(sql.Literal(rows.relation.oid),
+                                                                       rows.relation.identifier) for rows in batch)
+            self.queries += 1
+            for oid, count in self.conn.execute(query).fetchall():
+                self.leaves[int(oid)].whole_rows = int(count)
+
+
+def _chunks(ctids: Iterable[int]) -> Iterator[tuple[int, ...]]:
+    ordered = sorted(ctids)
+    for start in range(0, len(ordered), CHUNK):
+        yield tuple(ordered[start:start + CHUNK])
+
+
+def category_totals(leaves: Iterable[LeafRows]) -> dict[str, int]:
+    totals = dict.fromkeys(CATEGORIES, 0)
+    for rows in leaves:
+        for name, count in rows.counts.items():
+            totals[name] += count
+    return totals
+
