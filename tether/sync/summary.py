@@ -37,6 +37,7 @@ class SyncSummary:
     row_counts: dict[str, int] = field(default_factory=dict)
     materialized_views_refreshed: int = 0
     sequences_set: int = 0
+    subset: dict[str, Any] | None = None  # --subset: rows per table by category, bytes, fraction (subset_report)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -56,6 +57,10 @@ class SyncSummary:
             lines.append(f"  anonymized: {len(self.rules_applied)} column rules applied on the source")
         else:
             lines.append("  NOT anonymized: the local database holds real personal data")
+        if self.subset is not None:
+            from tether.sync.subset_report import summary_lines
+
+            lines.extend(summary_lines(self.subset))
         if self.changed_tables:
             shown = ", ".join(self.changed_tables[:8]) + (" …" if len(self.changed_tables) > 8 else "")
             lines.append(f"  changed since the last sync: {shown}")
