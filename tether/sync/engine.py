@@ -103,6 +103,9 @@ from tether.sync.snapshot import (
     join_snapshot,
     lock_tables,
 )
+from tether.sync.subset import SubsetResult, compute_subset
+from tether.sync.subset_report import measure_local, subset_summary
+from tether.sync.subset_spec import SubsetSpec
 from tether.sync.summary import SyncSummary
 
 DROP_RETIRED = ("background", "now")
@@ -130,6 +133,7 @@ class SyncOptions:
     # the local database: no second copy (about a quarter faster), but no reset and every sync copies everything.
     snapshot: bool = True
     large_objects: bool = True  # False: --exclude-large-objects
+    subset: SubsetSpec | None = None  # --subset: a referentially complete slice instead of everything
 
     def digest(self, rules: RuleSet, salt: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
@@ -137,6 +141,8 @@ class SyncOptions:
                 "large_objects": self.large_objects,
                 "rules": rules.digest() if self.anonymize else None,
                 "salt": salt_digest(salt) if self.anonymize else None, "version": STATE_VERSION}
+        if self.subset is not None:
+            data["subset"] = self.subset.digest()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -225,6 +231,9 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
             plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
+            subset = _plan_subset(snap, catalog, plan, options, progress)
+            if subset is not None:
+                plan = subset.apply(plan)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
         confirm(f"Replace the local database {dest.database!r} ({dest.masked_url()}) with {what} copy of "
                 f"{source.masked_url()}?", yes=options.yes)
@@ -233,6 +242,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
         context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, salt,
                            options.digest(rules, salt), Path(work_dir), catalog_digest=catalog_digest)
         _fill_plan_summary(context)
+        if subset is not None:
+            summary.subset = subset_summary(subset)
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
         previous = (None if options.full or not options.snapshot
@@ -266,9 +277,19 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                     changes.cancel()
                 summary.notes.insert(0, f"full sync: {reason}")
                 _full(context, snap, scratch_ready)
+    if summary.subset is not None:
+        measure_local(summary.subset, dest)
     summary.seconds = time.perf_counter() - started
     summary.phases = phases.seconds
     return summary
+
+
+def _plan_subset(snap: SourceSnapshot, catalog: SourceCatalog, plan: SyncPlan, options: SyncOptions,
+                 progress: SyncProgress) -> SubsetResult | None:
+    """The subset's rows (tether.sync.subset), computed in the snapshot after the tables are locked."""
+    if options.subset is None:
+        return None
+    return compute_subset(snap.conn, catalog, plan, options.subset, progress.phase)
 
 
 def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:
@@ -549,7 +570,7 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         changes = detection.result()
     fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
                                                      changes.local_reason)
-    changed = changed_tables(previous, relations, fingerprints)
+    changed = changed_tables(previous, relations, fingerprints, plan.subset_selections or None)
     configuration = [copy.name for copy in plan.copies if copy.appends and copy.name in set(changed)]
     if configuration:
         summary.notes.insert(0, f"full sync: extension configuration tables changed ({', '.join(configuration)}); "
@@ -561,7 +582,10 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         _full(context, snap)
         return
     sequences = _read_sequences(context, snap)
-    tables = {relation.qualified: TableState(fingerprints[relation.qualified].rows, relation.relfilenode,
+    subset_rows = {copy.name: copy.expected_rows for copy in plan.copies if copy.expected_rows is not None}
+    tables = {relation.qualified: TableState(subset_rows.get(relation.qualified,
+                                                             fingerprints[relation.qualified].rows),
+                                             relation.relfilenode,
                                              fingerprints[relation.qualified].window_rows,
                                              fingerprints[relation.qualified].window_hash)
               for relation in relations}
@@ -916,6 +940,10 @@ def _check_counts(context: _Context, relations: dict[str, LocalRelation], counte
                 for copy in context.plan.copies}
     wrong = [f"{name}: {expected[name]} in the source snapshot, {local_rows.get(name)} locally"
              for name in expected if local_rows.get(name) != expected[name]]
+    # A subset's plan named each table's rows: the copy must hold exactly those.
+    wrong += [f"{copy.name}: {copy.expected_rows} in the subset's plan, {local_rows.get(copy.name)} locally"
+              for copy in context.plan.copies
+              if copy.expected_rows is not None and local_rows.get(copy.name) != copy.expected_rows]
     empty = [relation.qualified for relation in context.plan.schema_only
              if relation.kind == "r" and local_rows.get(relation.qualified, 0) != 0]
     if wrong or empty:
@@ -938,7 +966,8 @@ def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableS
                      options_digest=context.options_digest, catalog_digest=context.catalog_digest,
                      tables=tables, sequences=sequences, local_relfilenodes=relfilenodes,
                      snapshot_relfilenodes=relfilenodes, local_rows=local_rows, local_catalog_rows=catalogs,
-                     content_id=uuid.uuid4().hex, database_settings=context.settings)
+                     content_id=uuid.uuid4().hex, database_settings=context.settings,
+                     subset_selections=context.plan.subset_selections)
 
 
 def _install(context: _Context, built: str, state: SyncState) -> None:
