@@ -114,7 +114,7 @@ def parse_rules(data: Any, origin: str) -> RuleSet:
     """Rules from the parsed YAML document: ``{tables: {schema.table: {column: rule}}}``."""
     if data is None:
         data = {}
-    if not isinstance(data, dict) or not set(data) <= {"tables", "large_objects"}:
+    if not isinstance(data, dict) or not set(data) <= {"tables", "large_objects", "subset"}:  # subset: subset_spec
         raise ConfigError(f"{origin}: the rules file must be a mapping with the keys `tables` "
                           "(tables: {schema.table: {column: rule}}) and, optionally, `large_objects` (keep or drop).")
     large_objects = data.get("large_objects")
