@@ -364,7 +364,7 @@ def _full_sync_reason(context: _Context, previous: SyncState | None, snap: Sourc
     if previous.schema_digest != context.schema_digest:
         return "the source schema changed"
     if previous.options_digest != context.options_digest:
-        return "the table selection or anonymization rules changed"
+        return "the table selection, the subset or the anonymization rules changed"
     if window_condition(snap.xids, previous.horizon) is None:
         return "too many transactions ran on the source since the last sync"
     emptied = _unlogged_tables_emptied(context, previous)
