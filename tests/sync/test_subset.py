@@ -7,11 +7,13 @@ each table must hold exactly the rows the plan counted.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from invoke import Context
 
 from tests.conftest import RunningPostgres, stop_postgres
 from tether.conninfo import DatabaseAddress
@@ -20,6 +22,7 @@ from tether.sync.engine import SyncOptions, sync
 from tether.sync.plan import Selection
 from tether.sync.reset import reset
 from tether.sync.subset_spec import SubsetSpec, parse_root
+from tether.tasks import sync as sync_tasks
 
 from .conftest import READER_PASSWORD, READER_ROLE, SyncServers, database_names, ensure_role, execute
 from .standby import start_standby
@@ -320,3 +323,37 @@ def test_foreign_key_check_can_fail(sync_servers, subset_source, subset_options)
     execute(dest, "SET session_replication_role = replica; DELETE FROM shop.customers WHERE id IN "
                   "(SELECT customer_id FROM shop.orders LIMIT 1)")
     assert any("shop.orders" in problem for problem in foreign_key_violations(dest))
+
+
+def test_plan_copies_nothing_and_the_sync_follows_it(sync_servers, subset_source, isolated_project, tmp_path,
+                                                     capsys):
+    """--subset-plan from the rules file's subset: section prints each table and how it is reached; the sync that
+    follows copies exactly those rows and documents them in --json."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SUBSET_RULES + "subset:\n  roots: ['shop.orders:10%']\n  children: [shop.order_lines]\n"
+                                    "  whole_below: 64kB\n")
+    dest = sync_servers.dest()
+    sync_tasks.sync_prod(Context(), source=subset_source.url(), dest=dest.url(), rules=str(rules), subset_plan=True)
+    text = capsys.readouterr().out
+    assert "Subset plan for" in text and "nothing was copied" in text
+    assert "root: shop.orders:10%" in text and "children of shop.orders (depth 1)" in text
+    assert "referenced by shop.orders" in text  # customers
+    assert "left empty" in text and "shop.audit_log" in text and "copied whole" in text
+    assert database_names(sync_servers.dest_admin, dest.database) == []
+    sync_tasks.sync_prod(Context(), source=subset_source.url(), dest=dest.url(), rules=str(rules), subset_plan=True,
+                         json=True)
+    plan = json.loads(capsys.readouterr().out)
+    sync_tasks.sync_prod(Context(), source=subset_source.url(), dest=dest.url(), rules=str(rules), yes=True,
+                         json=True)
+    data = json.loads(capsys.readouterr().out)
+    subset = data["subset"]
+    assert set(subset) == {"spec", "tables", "rows", "whole_tables", "empty_tables", "source_bytes", "bytes",
+                           "fraction", "plan_seconds", "queries", "rounds", "notes"}
+    assert {"table", "of", "reached", "how", "rows", "selected", "children", "referenced", "whole",
+            "source_rows_estimate", "source_bytes", "bytes"} == set(subset["tables"][0])
+    assert {table["table"]: table["rows"] for table in subset["tables"]} == {
+        table["table"]: table["rows"] for table in plan["tables"]}
+    assert data["row_counts"] == {table["table"]: table["rows"] for table in subset["tables"]}
+    assert subset["rows"]["total"] == data["rows"] and subset["rows"]["children"] > 0
+    assert 0 < subset["fraction"] < 1 and subset["bytes"] > 0
+    check_copy(dest, subset)

@@ -16,6 +16,7 @@ from tether.conninfo import DatabaseAddress
 if TYPE_CHECKING:
     from tether.sync.subset import SubsetResult
 
+HELD_BACK = "references the sampled"  # tether.sync.subset_graph's reason for a small table left empty
 SHOWN = 8  # table names listed in a line before "and N more"
 CATEGORIES = ("selected", "children", "referenced", "whole")
 
@@ -123,9 +124,15 @@ def plan_lines(summary: Mapping[str, Any], source: str) -> list[str]:
     whole_rows = rows["whole"]
     if whole:
         lines.append(f"  copied whole ({len(whole)} tables, {whole_rows:,} rows): {_names(whole)}")
-    if summary["empty_tables"]:
-        lines.append(f"  left empty ({len(summary['empty_tables'])} tables: nothing reaches them and they are larger "
-                     f"than {spec['whole_below']:,} bytes): {_names(summary['empty_tables'])}")
+    held = sorted({table["of"] or table["table"] for table in summary["tables"]
+                   if table["reached"] == "empty" and table["how"].startswith(HELD_BACK)})
+    unreached = [name for name in summary["empty_tables"] if name not in held]
+    if unreached:
+        lines.append(f"  left empty ({len(unreached)} tables: nothing reaches them and they are larger than "
+                     f"{spec['whole_below']:,} bytes): {_names(unreached)}")
+    if held:
+        lines.append(f"  left empty ({len(held)} tables: they reference a sampled table; list them in "
+                     f"--subset-children for their rows that reference the selected ones): {_names(held)}")
     estimated = sum(table["source_rows_estimate"] or 0 for table in summary["tables"])
     lines.append("")
     lines.append(f"Total: {rows['total']:,} rows ({', '.join(f'{rows[name]:,} {name}' for name in CATEGORIES)})"

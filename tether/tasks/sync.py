@@ -119,6 +119,13 @@ def _subset_spec(c: Context, rules_file: str | None, specs: list[str] | None, ch
     from tether.sync.anonymize import default_rules_path
     from tether.sync.subset_spec import SubsetFlags, resolve_spec, split_list
 
+    if depth is not None and not isinstance(depth, int):  # invoke passes a flag without a typed default as text
+        try:
+            depth = int(str(depth).strip())
+        except ValueError:
+            from tether.errors import ConfigError
+
+            raise ConfigError(f"--subset-depth must be a whole number, not {depth!r}.") from None
     flags = SubsetFlags(tuple(specs or ()), split_list(children) if children else None, depth, seed,
                         _setting(c, "subset_whole_below"), off)
     return resolve_spec(flags, Path(rules_file) if rules_file else default_rules_path())
