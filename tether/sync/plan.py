@@ -62,7 +62,7 @@ class TableCopy:
             if column.name in self.rules else sql.Identifier(column.name)
             for column in self.relation.copied_columns)
         # The extension's own condition, as pg_dump applies it (SQL the extension's script wrote on the source).
-        where = sql.SQL(" " + condition) if condition else sql.SQL("")
+        where: sql.Composable = sql.SQL(" " + condition) if condition else sql.SQL("")
         if self.row_filter is not None:
             own = _EXTENSION_WHERE.sub("", condition or "", count=1).strip()
             where = (sql.SQL(" WHERE ({}) AND ({})").format(sql.SQL(own), self.row_filter) if own
