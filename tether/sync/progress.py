@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 BIG_TABLE_LINE = 64 * 1024 * 1024  # off a terminal, tables at least this big get a line of their own
+SUBSET_TABLE_LINE = 10_000  # and so do a subset's tables with at least this many rows
 
 
 class SyncProgress:
@@ -28,6 +29,7 @@ class SyncProgress:
         self._overall: TaskID | None = None
         self._tasks: dict[str, TaskID] = {}
         self._started = time.perf_counter()
+        self.planned_rows: dict[str, int] = {}  # a subset's rows per table: shown as "copied / planned"
 
     @property
     def console(self) -> Any:
@@ -79,12 +81,13 @@ class SyncProgress:
                 from rich.markup import escape
 
                 task = self._tasks[name] = progress.add_task(f"  {escape(name)}", total=None, rows="")
-        progress.update(task, advance=size, rows=f"{rows:,} rows")
+        planned = self.planned_rows.get(name)
+        progress.update(task, advance=size, rows=f"{rows:,} rows" if planned is None else f"{rows:,}/{planned:,} rows")
 
     def finish_table(self, name: str, rows: int, size: int) -> None:
         progress = self._progress
         if progress is None:
-            if not self.quiet and size >= BIG_TABLE_LINE:
+            if not self.quiet and (size >= BIG_TABLE_LINE or self.planned_rows.get(name, 0) >= SUBSET_TABLE_LINE):
                 self.phase(f"copied {name}: {rows:,} rows, {size / 1e6:,.1f} MB")
             return
         with self._lock:
