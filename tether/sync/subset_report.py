@@ -70,6 +70,14 @@ def measure_local(summary: dict[str, Any], dest: DatabaseAddress) -> None:
     summary["fraction"] = round(summary["bytes"] / source, 4) if source else None
 
 
+def subset_phase_line(summary: Mapping[str, Any]) -> str:
+    """Said before the copy starts: how many rows the subset takes, and how long finding them took."""
+    rows = summary["rows"]
+    return (f"subset: {rows['total']:,} rows in {len(summary['tables'])} tables ("
+            + ", ".join(f"{rows[name]:,} {name}" for name in CATEGORIES)
+            + f"), found in {summary['plan_seconds']:.2f} s with {summary['queries']} read-only queries")
+
+
 def _names(names: Sequence[str]) -> str:
     shown = ", ".join(names[:SHOWN])
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
