@@ -104,7 +104,7 @@ from tether.sync.snapshot import (
     lock_tables,
 )
 from tether.sync.subset import SubsetResult, compute_subset
-from tether.sync.subset_report import measure_local, subset_summary
+from tether.sync.subset_report import measure_local, subset_phase_line, subset_summary
 from tether.sync.subset_spec import SubsetSpec
 from tether.sync.summary import SyncSummary
 
@@ -244,6 +244,9 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
         _fill_plan_summary(context)
         if subset is not None:
             summary.subset = subset_summary(subset)
+            progress.planned_rows = {copy.name: copy.expected_rows for copy in plan.copies
+                                     if copy.expected_rows is not None}
+            progress.phase(subset_phase_line(summary.subset))
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
         previous = (None if options.full or not options.snapshot
