@@ -357,3 +357,27 @@ def test_plan_copies_nothing_and_the_sync_follows_it(sync_servers, subset_source
     assert subset["rows"]["total"] == data["rows"] and subset["rows"]["children"] > 0
     assert 0 < subset["fraction"] < 1 and subset["bytes"] > 0
     check_copy(dest, subset)
+
+
+def test_a_copy_that_differs_from_the_plan_replaces_nothing(sync_servers, subset_source, subset_options,
+                                                            monkeypatch, capsys):
+    """The copy must hold exactly the plan's rows: one more (here every row of one table) stops the sync."""
+    from tether.errors import TetherError
+    from tether.sync import subset as subset_module
+    from tether.sync.progress import SyncProgress
+
+    dest = sync_servers.dest()
+    first = sync(subset_source, dest, subset_options("shop.orders:10%", whole_below=0), SyncProgress(bars=False))
+    check_copy(dest, first.subset)
+    err = capsys.readouterr().err
+    assert f"subset: {first.subset['rows']['total']:,} rows in" in err and "read-only queries" in err
+    before = ids(dest, "shop.orders")
+    real = subset_module.LeafRows.row_filter
+
+    def leaky(self):
+        return None if self.relation.qualified == "shop.customers" else real(self)
+
+    monkeypatch.setattr(subset_module.LeafRows, "row_filter", leaky)
+    with pytest.raises(TetherError, match=r"shop.customers: \d+ in the subset's plan, 600 locally"):
+        sync(subset_source, dest, subset_options("shop.orders:20%", whole_below=0))
+    assert ids(dest, "shop.orders") == before
