@@ -21,6 +21,7 @@ from tether.errors import ConfigError
 from tether.sync.engine import SyncOptions, sync
 from tether.sync.plan import Selection
 from tether.sync.reset import reset
+from tether.sync.subset import seed_number
 from tether.sync.subset_spec import SubsetSpec, parse_root
 from tether.tasks import sync as sync_tasks
 
@@ -74,8 +75,9 @@ def test_percent_root_on_partitioned_tables_closes_every_reference(sync_servers,
     assert 200 <= len(orders) <= 400  # about 10 % of 3,000
     # The sample is the hash predicate itself, evaluated on the source: recompute it there.
     # The primary key is (id, placed_on): the sample hashes both.
-    expected = ids(subset_source, "shop.orders WHERE ('x' || substr(md5('tether:' || ROW(id, placed_on)::text), 1, "
-                                  "15))::bit(60)::bigint % 1000000 < 100000")
+    seed = seed_number("tether")
+    expected = ids(subset_source, "shop.orders WHERE (hashtextextended(ROW(id, placed_on)::text, "
+                                  f"{seed}) & 9223372036854775807) % 1000000 < 100000")
     assert orders == expected
     for partition in ("shop.orders_2023", "shop.orders_2024_a", "shop.orders_2024_b"):
         assert ids(dest, partition), partition

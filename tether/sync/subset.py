@@ -13,6 +13,7 @@ of the rows added to it), so what arrives is exactly the plan's rows, and every 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field, replace
 import psycopg
 from psycopg import sql
 
+from tether.conninfo import DatabaseAddress
 from tether.errors import ConfigError
 from tether.sync.catalog import Relation, SourceCatalog
 from tether.sync.plan import SyncPlan, TableCopy
+from tether.sync.snapshot import connect_source, join_snapshot
 from tether.sync.subset_graph import (
     WHOLE,
     Classification,
@@ -53,18 +56,25 @@ def tid_array(numbers: Iterable[int]) -> str:
     return "{" + ",".join(f'"{tid_text(number)}"' for number in sorted(numbers)) + "}"
 
 
-def sample_hash(seed: str, key: tuple[str, ...], relation: Relation) -> sql.Composable:
-    """A bigint from md5(seed:key): the same rows for the same seed, on every server and version.
+def seed_number(seed: str) -> int:
+    """The seed as the 64-bit integer hashtextextended takes (from its SHA-256, so any text will do)."""
+    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big", signed=True)
 
-    The key is the table's primary key (or a unique NOT NULL key), else the whole row.
+
+def sample_hash(seed: str, key: tuple[str, ...], relation: Relation) -> sql.Composable:
+    """A non-negative bigint from the row's key and the seed: the same rows for the same seed at every sync.
+
+    hashtextextended is the function behind hash partitioning, which PostgreSQL keeps stable across versions (a
+    changed hash would strand upgraded partitioned tables); four times cheaper than md5 here. The key is the
+    table's primary key (or a unique NOT NULL key), else the whole row, as text.
     """
     columns = key or tuple(column.name for column in relation.columns)
     if len(columns) == 1:
         value: sql.Composable = sql.Identifier(columns[0])
     else:
         value = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(column) for column in columns))
-    return sql.SQL("('x' || substr(md5({} || ({})::text), 1, 15))::bit(60)::bigint").format(
-        sql.Literal(seed + ":"), value)
+    return sql.SQL("(hashtextextended(({})::text, {}) & 9223372036854775807)").format(
+        value, sql.Literal(seed_number(seed)))
 
 
 def sample_predicate(seed: str, key: tuple[str, ...], relation: Relation, root: Root) -> sql.Composable:
@@ -219,8 +229,8 @@ class SubsetResult:
         return relation.bytes * min(1.0, leaf.rows / estimate)
 
 
-RunQuery = Callable[[sql.Composed, list[str]], list[tuple[int, int]]]
 Say = Callable[[str], None]
+OpenSession = Callable[[], psycopg.Connection]  # another session in the same snapshot (read-only)
 
 
 def _say_nothing(_: str) -> None:
@@ -228,33 +238,112 @@ def _say_nothing(_: str) -> None:
 
 
 def compute_subset(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan, spec: SubsetSpec,
-                   say: Say = _say_nothing) -> SubsetResult:
-    """Classify the tables and collect the subset's rows, in ``conn``'s snapshot (read-only queries only)."""
+                   say: Say = _say_nothing, open_session: OpenSession | None = None,
+                   jobs: int = 1) -> SubsetResult:
+    """Classify the tables and collect the subset's rows, in ``conn``'s snapshot (read-only queries only).
+
+    ``open_session`` and ``jobs``: each round's queries run on up to ``jobs`` sessions of the same snapshot.
+    """
     started = time.perf_counter()
     graph = read_graph(conn, catalog, plan)
     classification = classify(graph, spec)
-    closure = _Closure(conn, graph, classification, spec, say)
-    closure.run()
+    with _Sessions(conn, open_session, jobs) as sessions:
+        closure = _Closure(sessions, graph, classification, spec, say)
+        closure.run()
     return SubsetResult(spec, graph, classification, closure.leaves, time.perf_counter() - started,
-                        closure.queries, closure.rounds)
+                        sessions.queries, closure.rounds)
+
+
+Job = tuple[sql.Composed, list[str]]
+
+
+class _Sessions:
+    """The snapshot's own session and, once a round has several queries, more sessions joined to it."""
+
+    def __init__(self, conn: psycopg.Connection, open_session: OpenSession | None, jobs: int) -> None:
+        self.conn, self.open_session, self.jobs = conn, open_session, max(1, jobs)
+        self.extra: list[psycopg.Connection] = []
+        self.queries = 0
+
+    def __enter__(self) -> _Sessions:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for conn in self.extra:
+            conn.close()
+
+    def run(self, jobs: list[Job]) -> list[list[tuple[int, int]]]:
+        """Each job's (leaf oid, ctid) rows, in the order of ``jobs``."""
+        self.queries += len(jobs)
+        wanted = min(self.jobs, len(jobs)) - 1
+        if wanted > 0 and self.open_session is not None:
+            while len(self.extra) < wanted:
+                self.extra.append(self.open_session())
+        sessions = [self.conn, *self.extra[:max(0, wanted)]]
+        results: list[list[tuple[int, int]]] = [[] for _ in jobs]
+        if len(sessions) == 1:
+            for index, job in enumerate(jobs):
+                results[index] = _fetch(self.conn, job)
+            return results
+        lock = threading.Lock()
+        pending = iter(range(len(jobs)))
+        errors: list[BaseException] = []
+
+        def work(conn: psycopg.Connection) -> None:
+            try:
+                while True:
+                    with lock:
+                        index = next(pending, None)
+                    if index is None or errors:
+                        return
+                    results[index] = _fetch(conn, jobs[index])
+            except BaseException as error:
+                with lock:
+                    errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(conn,), name="sync-subset", daemon=True) for conn in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+
+def snapshot_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Connection:
+    """Another read-only session on the source, seeing exactly the exported snapshot."""
+    conn = connect_source(source)
+    try:
+        join_snapshot(conn, snapshot_id)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _fetch(conn: psycopg.Connection, job: Job) -> list[tuple[int, int]]:
+    query, params = job
+    return [(int(oid), int(ctid)) for oid, ctid in conn.execute(query, params or None).fetchall()]
 
 
 class _Closure:
-    """The rounds of the closure over one session; the row sets live in ``leaves``."""
+    """The rounds of the closure; the row sets live in ``leaves``."""
 
-    def __init__(self, conn: psycopg.Connection, graph: SubsetGraph, classification: Classification,
+    def __init__(self, sessions: _Sessions, graph: SubsetGraph, classification: Classification,
                  spec: SubsetSpec, say: Say) -> None:
-        self.conn, self.graph, self.classification, self.spec, self.say = conn, graph, classification, spec, say
+        self.sessions, self.graph, self.classification, self.spec, self.say = (sessions, graph, classification,
+                                                                               spec, say)
+        self.conn = sessions.conn
         self.relations = graph.catalog.relations
         self.leaves: dict[int, LeafRows] = {}
         for leaf in sorted(graph.copied):
             unit = graph.unit(leaf)
             self.leaves[leaf] = LeafRows(self.relations[leaf], self.relations[unit].qualified,
                                          classification.reach[unit])
-        self.queries = self.rounds = 0
-
-    def reach(self, oid: int) -> Reach:
-        return self.classification.reach[self.graph.unit(oid)]
+        # Child rows by the key they were found through: their parent through that key is in already.
+        self.found_through: dict[tuple[int, int], set[int]] = {}
+        self.rounds = 0
 
     def run(self) -> None:
         self.say("subset: selecting the roots' rows")
@@ -277,11 +366,6 @@ class _Closure:
             if total:
                 self.say(f"subset: round {self.rounds}: {total:,} referenced rows added")
             pending = {leaf: ctids for leaf, ctids in found.items() if ctids}
-
-    def _run(self, query: sql.Composed, params: list[str]) -> Iterator[tuple[int, int]]:
-        self.queries += 1
-        for oid, ctid in self.conn.execute(query, params or None).fetchall():
-            yield int(oid), int(ctid)
 
     def _roots(self) -> dict[int, set[int]]:
         found: dict[int, set[int]] = {}
@@ -308,13 +392,13 @@ class _Closure:
 
     def _root_rows(self, query: sql.Composed, root: Root, relation: Relation) -> list[tuple[int, int]]:
         if root.kind != "where":
-            return list(self._run(query, []))
+            return self.sessions.run([(query, [])])[0]
         # The user's condition: checked in a savepoint (an error must not end the snapshot's transaction), with
         # a parameter so that it runs as one prepared statement (a second statement in it is refused).
         checked = sql.SQL("{} AND %s").format(query)
         try:
             with self.conn.transaction():
-                self.queries += 1
+                self.sessions.queries += 1
                 return [(int(oid), int(ctid)) for oid, ctid in self.conn.execute(checked, [True]).fetchall()]
         except psycopg.Error as error:
             message = " ".join(str(error).split())
@@ -324,29 +408,33 @@ class _Closure:
 
     def _children(self, expandable: dict[int, set[int]]) -> dict[int, set[int]]:
         """One level down: rows of listed child tables that reference the ``expandable`` rows."""
-        found: dict[int, set[int]] = {}
-        for link in self.graph.links:
+        jobs: list[Job] = []
+        links: list[int] = []
+        for number, link in enumerate(self.graph.links):
             if self.graph.unit(link.child) not in self.classification.children:
                 continue
             for leaf in self.graph.leaves.get(link.parent, ()):
-                ctids = expandable.get(leaf)
-                if not ctids:
+                for chunk in _chunks(expandable.get(leaf, ())):
+                    jobs.append(children_query(link, self.relations[link.child],
+                                               Frontier(self.relations[leaf], chunk)))
+                    links.append(number)
+        found: dict[int, set[int]] = {}
+        for number, rows_found in zip(links, self.sessions.run(jobs), strict=True):
+            for child, ctid in rows_found:
+                rows = self.leaves.get(child)
+                if rows is None or rows.whole:
                     continue
-                for chunk in _chunks(ctids):
-                    query, params = children_query(link, self.relations[link.child],
-                                                   Frontier(self.relations[leaf], chunk))
-                    for child, ctid in self._run(query, params):
-                        rows = self.leaves.get(child)
-                        if rows is None or rows.whole or ctid in rows:
-                            continue
-                        rows.children.add(ctid)
-                        found.setdefault(child, set()).add(ctid)
+                self.found_through.setdefault((child, number), set()).add(ctid)
+                if ctid in rows:
+                    continue
+                rows.children.add(ctid)
+                found.setdefault(child, set()).add(ctid)
         return found
 
     def _parents(self, pending: dict[int, set[int] | None]) -> dict[int, set[int]]:
         """One round up: the rows the ``pending`` rows reference that are not in yet (None: every row)."""
-        found: dict[int, set[int]] = {}
-        for link in self.graph.links:
+        jobs: list[Job] = []
+        for number, link in enumerate(self.graph.links):
             targets = self.graph.leaves.get(link.parent, ())
             if not targets or all(self.leaves[leaf].whole for leaf in targets):
                 continue  # every row of the referenced table is in already
@@ -355,16 +443,20 @@ class _Closure:
                 if leaf not in pending:
                     continue
                 ctids = pending[leaf]
-                frontiers = ([Frontier(self.relations[leaf])] if ctids is None
-                             else [Frontier(self.relations[leaf], chunk) for chunk in _chunks(ctids)])
-                for frontier in frontiers:
-                    query, params = parents_query(link, parent, frontier)
-                    for target, ctid in self._run(query, params):
-                        rows = self.leaves.get(target)
-                        if rows is None or rows.whole or ctid in rows:
-                            continue
-                        rows.referenced.add(ctid)
-                        found.setdefault(target, set()).add(ctid)
+                if ctids is None:
+                    jobs.append(parents_query(link, parent, Frontier(self.relations[leaf])))
+                    continue
+                through = self.found_through.get((leaf, number))
+                for chunk in _chunks(ctids - through if through else ctids):
+                    jobs.append(parents_query(link, parent, Frontier(self.relations[leaf], chunk)))
+        found: dict[int, set[int]] = {}
+        for rows_found in self.sessions.run(jobs):
+            for target, ctid in rows_found:
+                rows = self.leaves.get(target)
+                if rows is None or rows.whole or ctid in rows:
+                    continue
+                rows.referenced.add(ctid)
+                found.setdefault(target, set()).add(ctid)
         return found
 
     def _count_whole(self) -> None:
@@ -374,7 +466,7 @@ class _Closure:
             query = sql.SQL(" UNION ALL ").join(
                 sql.SQL("SELECT {}::oid, count(*) FROM ONLY {}").format(sql.Literal(rows.relation.oid),
                                                                        rows.relation.identifier) for rows in batch)
-            self.queries += 1
+            self.sessions.queries += 1
             for oid, count in self.conn.execute(query).fetchall():
                 self.leaves[int(oid)].whole_rows = int(count)
 
