@@ -103,7 +103,7 @@ from tether.sync.snapshot import (
     join_snapshot,
     lock_tables,
 )
-from tether.sync.subset import SubsetResult, compute_subset
+from tether.sync.subset import SubsetResult, compute_subset, snapshot_session
 from tether.sync.subset_report import measure_local, subset_phase_line, subset_summary
 from tether.sync.subset_spec import SubsetSpec
 from tether.sync.summary import SyncSummary
@@ -231,7 +231,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             lock_tables(snap.conn, [copy.relation.identifier for copy in plan.copies])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
             plan = build_plan(catalog, options.selection, resolved, binary_allowed=binary, large_objects=large_objects)
-            subset = _plan_subset(snap, catalog, plan, options, progress)
+            subset = _plan_subset(source, snap, catalog, plan, options, progress)
             if subset is not None:
                 plan = subset.apply(plan)
         what = "an anonymized" if options.anonymize else "a NOT anonymized (real personal data!)"
@@ -287,12 +287,13 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     return summary
 
 
-def _plan_subset(snap: SourceSnapshot, catalog: SourceCatalog, plan: SyncPlan, options: SyncOptions,
-                 progress: SyncProgress) -> SubsetResult | None:
+def _plan_subset(source: DatabaseAddress, snap: SourceSnapshot, catalog: SourceCatalog, plan: SyncPlan,
+                 options: SyncOptions, progress: SyncProgress) -> SubsetResult | None:
     """The subset's rows (tether.sync.subset), computed in the snapshot after the tables are locked."""
     if options.subset is None:
         return None
-    return compute_subset(snap.conn, catalog, plan, options.subset, progress.phase)
+    return compute_subset(snap.conn, catalog, plan, options.subset, progress.phase,
+                          lambda: snapshot_session(source, snap.snapshot_id), options.jobs)
 
 
 def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:
