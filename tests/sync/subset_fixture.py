@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
+from benchmarks.subset_check import count_problems, foreign_key_problems
 from tether.conninfo import DatabaseAddress
 
 from .conftest import execute
@@ -128,43 +129,12 @@ def create_source(admin: DatabaseAddress, name: str, reader: str) -> DatabaseAdd
 
 
 def foreign_key_violations(address: DatabaseAddress) -> list[str]:
-    """Every foreign key of the database checked again by an anti-join (whatever its catalog flag says), plus
-    any constraint not marked valid: what is wrong, or nothing."""
-    keys = execute(address, """
-        SELECT c.conname, c.conrelid::regclass::text, c.confrelid::regclass::text, c.convalidated,
-               (SELECT relkind FROM pg_class WHERE oid = c.conrelid),
-               (SELECT relkind FROM pg_class WHERE oid = c.confrelid),
-               ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
-                     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
-               ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
-                     JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
-        FROM pg_constraint c WHERE c.contype = 'f' AND c.conparentid = 0""")
-    problems = []
-    for name, child, parent, valid, child_kind, parent_kind, columns, referenced in keys:
-        if not valid:
-            problems.append(f"{child}.{name} is NOT VALID")
-        query = sql.SQL("SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
-            sql.SQL(("" if child_kind == "p" else "ONLY ") + child),
-            sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(column)) for column in columns),
-            sql.SQL(("" if parent_kind == "p" else "ONLY ") + parent),
-            sql.SQL(" AND ").join(sql.SQL("p.{} = c.{}").format(sql.Identifier(mine), sql.Identifier(theirs))
-                                  for mine, theirs in zip(referenced, columns, strict=True)))
-        missing = execute(address, query.as_string())[0][0]
-        if missing:
-            problems.append(f"{child}.{name}: {missing} rows reference missing {parent} rows")
-    return problems
+    """Every foreign key of the database checked again by an anti-join, and any not marked valid."""
+    return foreign_key_problems(address)
 
 
 def counts_match_plan(address: DatabaseAddress, subset: dict) -> list[str]:
-    """Each table's local row count against the subset plan's; the differences, or nothing."""
-    wrong = []
-    for table in subset["tables"]:
-        schema, name = table["table"].split(".", 1)
-        count = execute(address, sql.SQL("SELECT count(*) FROM ONLY {}").format(
-            sql.Identifier(schema, name)).as_string())[0][0]
-        if count != table["rows"]:
-            wrong.append(f"{table['table']}: {count} locally, {table['rows']} in the plan")
-    return wrong
+    return count_problems(address, subset)
 
 
 def check_copy(address: DatabaseAddress, subset: dict) -> None:
