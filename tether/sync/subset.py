@@ -5,9 +5,11 @@ the same places, so the plan's sessions and the copy workers agree on them, and 
 without any key too. The closure keeps the row sets in this process (the source may be a read replica: no
 temporary table, no write), and runs in rounds: the roots' rows; the rows of the listed child tables that
 reference them, level by level down to the depth; then, until nothing new turns up, every row a selected row
-references, through every foreign key (composite ones, self-references and cycles included). Each copy then
-selects its table's rows by ctid (or, for a percentage, by the same immutable hash predicate plus the ctids
-of the rows added to it), so what arrives is exactly the plan's rows, and every foreign key holds.
+references, through every foreign key (composite ones, self-references and cycles included). Each round looks
+rows up by the key values the previous round read (tether.sync.subset_queries), so a table is never scanned
+again to find the rows it already gave. Each copy then selects its table's rows by ctid (or, for a percentage,
+by the same immutable hash predicate plus the ctids of the rows added to it), so what arrives is exactly the
+plan's rows, and every foreign key holds.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -26,118 +28,21 @@ from tether.errors import ConfigError
 from tether.sync.catalog import Relation, SourceCatalog
 from tether.sync.plan import SyncPlan, TableCopy
 from tether.sync.snapshot import connect_source, join_snapshot
-from tether.sync.subset_graph import (
-    WHOLE,
-    Classification,
-    Link,
-    Reach,
-    SubsetGraph,
-    classify,
-    read_graph,
+from tether.sync.subset_graph import WHOLE, Classification, Reach, SubsetGraph, classify, read_graph
+from tether.sync.subset_queries import (
+    ctid_filter,
+    lookup_query,
+    root_query,
+    sample_predicate,
+    seed_number,
+    whole_lookup_query,
 )
-from tether.sync.subset_spec import SAMPLE_SCALE, Root, SubsetSpec
+from tether.sync.subset_spec import Root, SubsetSpec
 
-CHUNK = 20_000  # ctids per query: a few hundred kB of parameter
+CHUNK = 20_000  # key values per query: a few hundred kB of parameters
 CATEGORIES = ("selected", "children", "referenced", "whole")
 
-
-def ctid_number(alias: str | None = None) -> sql.Composable:
-    """A row's ctid as one bigint (block << 16 | line pointer): compact in memory, and turned back in tid_text."""
-    ctid = sql.SQL("{}.ctid").format(sql.Identifier(alias)) if alias else sql.SQL("ctid")
-    return sql.SQL("((({c})::text::point)[0]::int8 << 16) | (({c})::text::point)[1]::int8").format(c=ctid)
-
-
-def tid_text(number: int) -> str:
-    return f"({number >> 16},{number & 0xFFFF})"
-
-
-def tid_array(numbers: Iterable[int]) -> str:
-    """The text of a ``tid[]``: ``{"(0,1)","(0,2)"}``."""
-    return "{" + ",".join(f'"{tid_text(number)}"' for number in sorted(numbers)) + "}"
-
-
-def seed_number(seed: str) -> int:
-    """The seed as the 64-bit integer hashtextextended takes (from its SHA-256, so any text will do)."""
-    return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big", signed=True)
-
-
-def sample_hash(seed: str, key: tuple[str, ...], relation: Relation) -> sql.Composable:
-    """A non-negative bigint from the row's key and the seed: the same rows for the same seed at every sync.
-
-    hashtextextended is the function behind hash partitioning, which PostgreSQL keeps stable across versions (a
-    changed hash would strand upgraded partitioned tables); four times cheaper than md5 here. The key is the
-    table's primary key (or a unique NOT NULL key), else the whole row, as text.
-    """
-    columns = key or tuple(column.name for column in relation.columns)
-    if len(columns) == 1:
-        value: sql.Composable = sql.Identifier(columns[0])
-    else:
-        value = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(column) for column in columns))
-    return sql.SQL("(hashtextextended(({})::text, {}) & 9223372036854775807)").format(
-        value, sql.Literal(seed_number(seed)))
-
-
-def sample_predicate(seed: str, key: tuple[str, ...], relation: Relation, root: Root) -> sql.Composable:
-    return sql.SQL("({} % {} < {})").format(sample_hash(seed, key, relation), sql.Literal(SAMPLE_SCALE),
-                                           sql.Literal(root.threshold))
-
-
-def _columns(alias: str, columns: tuple[str, ...]) -> sql.Composable:
-    return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(alias, column) for column in columns))
-
-
-def _table(relation: Relation) -> sql.Composable:
-    """FROM target: a partitioned table with its partitions, any other table ONLY itself (not its INHERITS
-    children, which foreign keys do not cover)."""
-    return sql.SQL("{}{}").format(sql.SQL("" if relation.kind == "p" else "ONLY "), relation.identifier)
-
-
-@dataclass(frozen=True)
-class Frontier:
-    """Rows a query starts from: ``ctids`` of one leaf table, or (``ctids`` None) every row of a table."""
-
-    relation: Relation
-    ctids: tuple[int, ...] | None = None
-
-    def source(self, alias: str) -> tuple[sql.Composable, list[str]]:
-        if self.ctids is None:
-            return sql.SQL("{} AS {}").format(_table(self.relation), sql.Identifier(alias)), []
-        return (sql.SQL("ONLY {} AS {} WHERE {}.ctid = ANY(%s::tid[])").format(
-            self.relation.identifier, sql.Identifier(alias), sql.Identifier(alias)), [tid_array(self.ctids)])
-
-
-def parents_query(link: Link, parent: Relation, frontier: Frontier) -> tuple[sql.Composed, list[str]]:
-    """The parent rows the frontier's rows reference through ``link`` (a NULL in the key references nothing)."""
-    source, params = frontier.source("s")
-    return sql.SQL("SELECT t.tableoid::oid, {} FROM {} AS t WHERE {} IN (SELECT {} FROM {})").format(
-        ctid_number("t"), _table(parent), _columns("t", link.parent_columns),
-        sql.SQL(", ").join(sql.Identifier("s", column) for column in link.child_columns), source), params
-
-
-def children_query(link: Link, child: Relation, frontier: Frontier) -> tuple[sql.Composed, list[str]]:
-    """The child rows that reference the frontier's rows through ``link``."""
-    source, params = frontier.source("s")
-    return sql.SQL("SELECT t.tableoid::oid, {} FROM {} AS t WHERE {} IN (SELECT {} FROM {})").format(
-        ctid_number("t"), _table(child), _columns("t", link.child_columns),
-        sql.SQL(", ").join(sql.Identifier("s", column) for column in link.parent_columns), source), params
-
-
-def root_query(relation: Relation, root: Root, seed: str, key: tuple[str, ...]) -> sql.Composed:
-    """The rows one spec selects. No alias: a where= condition may name the table (app.profiles.created_at)."""
-    select = sql.SQL("SELECT tableoid::oid, {} FROM {}").format(ctid_number(), _table(relation))
-    if root.kind == "percent":
-        return sql.SQL("{} WHERE {}").format(select, sample_predicate(seed, key, relation, root))
-    if root.kind == "rows":
-        digest = sample_hash(seed, key, relation)
-        return sql.SQL("{} ORDER BY {}, ({})::text LIMIT {}").format(
-            select, digest, _key_value(key, relation), sql.Literal(int(root.value)))
-    # On lines of its own, so that a trailing -- comment in it cannot swallow the rest of the statement.
-    return sql.SQL("{} WHERE (\n{}\n)").format(select, sql.SQL(str(root.value)))
-
-
-def _key_value(key: tuple[str, ...], relation: Relation) -> sql.Composable:
-    columns = key or tuple(column.name for column in relation.columns)
-    return sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(column) for column in columns))
+__all__ = ["CATEGORIES", "LeafRows", "SubsetResult", "compute_subset", "seed_number", "snapshot_session"]
 
 
 @dataclass
@@ -184,7 +89,7 @@ class LeafRows:
         if self.predicate is not None:
             parts.append(self.predicate)
         if listed:
-            parts.append(sql.SQL("ctid = ANY({}::tid[])").format(sql.Literal(tid_array(listed))))
+            parts.append(ctid_filter(listed))
         return sql.SQL(" OR ").join(parts) if parts else sql.SQL("false")
 
     def digest(self) -> str:
@@ -231,6 +136,8 @@ class SubsetResult:
 
 Say = Callable[[str], None]
 OpenSession = Callable[[], psycopg.Connection]  # another session in the same snapshot (read-only)
+Values = tuple[str | None, ...]  # a row's carried columns, as text
+Found = dict[int, dict[int, Values]]  # leaf table -> ctid -> carried values: rows a round turned up
 
 
 def _say_nothing(_: str) -> None:
@@ -254,7 +161,19 @@ def compute_subset(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncP
                         sessions.queries, closure.rounds)
 
 
-Job = tuple[sql.Composed, list[str]]
+def snapshot_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Connection:
+    """Another read-only session on the source, seeing exactly the exported snapshot."""
+    conn = connect_source(source)
+    try:
+        join_snapshot(conn, snapshot_id)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+Job = tuple[sql.Composed, list[list[str]]]
+Row = tuple[int, int, Values]
 
 
 class _Sessions:
@@ -272,15 +191,15 @@ class _Sessions:
         for conn in self.extra:
             conn.close()
 
-    def run(self, jobs: list[Job]) -> list[list[tuple[int, int]]]:
-        """Each job's (leaf oid, ctid) rows, in the order of ``jobs``."""
+    def run(self, jobs: list[Job]) -> list[list[Row]]:
+        """Each job's rows, in the order of ``jobs``."""
         self.queries += len(jobs)
         wanted = min(self.jobs, len(jobs)) - 1
         if wanted > 0 and self.open_session is not None:
             while len(self.extra) < wanted:
                 self.extra.append(self.open_session())
         sessions = [self.conn, *self.extra[:max(0, wanted)]]
-        results: list[list[tuple[int, int]]] = [[] for _ in jobs]
+        results: list[list[Row]] = [[] for _ in jobs]
         if len(sessions) == 1:
             for index, job in enumerate(jobs):
                 results[index] = _fetch(self.conn, job)
@@ -311,20 +230,9 @@ class _Sessions:
         return results
 
 
-def snapshot_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Connection:
-    """Another read-only session on the source, seeing exactly the exported snapshot."""
-    conn = connect_source(source)
-    try:
-        join_snapshot(conn, snapshot_id)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _fetch(conn: psycopg.Connection, job: Job) -> list[tuple[int, int]]:
+def _fetch(conn: psycopg.Connection, job: Job) -> list[Row]:
     query, params = job
-    return [(int(oid), int(ctid)) for oid, ctid in conn.execute(query, params or None).fetchall()]
+    return [(int(row[0]), int(row[1]), tuple(row[2:])) for row in conn.execute(query, params or None).fetchall()]
 
 
 class _Closure:
@@ -341,56 +249,65 @@ class _Closure:
             unit = graph.unit(leaf)
             self.leaves[leaf] = LeafRows(self.relations[leaf], self.relations[unit].qualified,
                                          classification.reach[unit])
+        # The columns each table's rows carry from round to round: those its foreign keys use, either way.
+        used: dict[int, set[str]] = {}
+        for link in graph.links:
+            used.setdefault(graph.unit(link.child), set()).update(link.child_columns)
+            used.setdefault(graph.unit(link.parent), set()).update(link.parent_columns)
+        self.carried = {unit: tuple(sorted(columns)) for unit, columns in used.items()}
         # Child rows by the key they were found through: their parent through that key is in already.
         self.found_through: dict[tuple[int, int], set[int]] = {}
         self.rounds = 0
 
+    def carry(self, oid: int) -> tuple[str, ...]:
+        return self.carried.get(self.graph.unit(oid), ())
+
     def run(self) -> None:
         self.say("subset: selecting the roots' rows")
         frontier = self._roots()
-        expandable = {leaf: set(ctids) for leaf, ctids in frontier.items()}
+        expandable = {leaf: dict(rows) for leaf, rows in frontier.items()}
         for depth in range(1, self.spec.depth + 1):
             if not expandable or not self.classification.children:
                 break
             self.say(f"subset: rows that reference them, depth {depth}")
             expandable = self._children(expandable)
-            for leaf, ctids in expandable.items():
-                frontier.setdefault(leaf, set()).update(ctids)
+            for leaf, rows in expandable.items():
+                frontier.setdefault(leaf, {}).update(rows)
         self._count_whole()
-        pending: dict[int, set[int] | None] = {leaf: ctids for leaf, ctids in frontier.items() if ctids}
+        pending: dict[int, dict[int, Values] | None] = {leaf: rows for leaf, rows in frontier.items() if rows}
         pending.update({leaf: None for leaf, rows in self.leaves.items() if rows.whole})
         while pending:
             self.rounds += 1
             found = self._parents(pending)
-            total = sum(len(ctids) for ctids in found.values())
+            total = sum(len(rows) for rows in found.values())
             if total:
                 self.say(f"subset: round {self.rounds}: {total:,} referenced rows added")
-            pending = {leaf: ctids for leaf, ctids in found.items() if ctids}
+            pending = {leaf: rows for leaf, rows in found.items() if rows}
 
-    def _roots(self) -> dict[int, set[int]]:
-        found: dict[int, set[int]] = {}
+    def _roots(self) -> Found:
+        found: Found = {}
         for unit, roots in self.classification.roots.items():
             relation = self.relations[unit]
             key = self.graph.sample_keys.get(unit, ())
             for root in roots:
-                query = root_query(relation, root, self.spec.seed, key)
-                for leaf, ctid in self._root_rows(query, root, relation):
+                query = root_query(relation, root, self.spec.seed, key, self.carry(unit))
+                for leaf, ctid, values in self._root_rows(query, root, relation):
                     rows = self.leaves.get(leaf)
                     if rows is None:  # a partition whose rows are not copied (a foreign table)
                         continue
                     rows.selected.add(ctid)
-                    found.setdefault(leaf, set()).add(ctid)
+                    found.setdefault(leaf, {})[ctid] = values
                     if root.kind == "percent":
                         rows.predicate_rows.add(ctid)
                 if root.kind == "percent":
+                    predicate = sample_predicate(self.spec.seed, key, relation, root)
                     for leaf in self.graph.leaves.get(unit, ()):
-                        predicate = sample_predicate(self.spec.seed, key, relation, root)
                         rows = self.leaves[leaf]
                         rows.predicate = predicate if rows.predicate is None else sql.SQL("{} OR {}").format(
                             rows.predicate, predicate)
         return found
 
-    def _root_rows(self, query: sql.Composed, root: Root, relation: Relation) -> list[tuple[int, int]]:
+    def _root_rows(self, query: sql.Composed, root: Root, relation: Relation) -> list[Row]:
         if root.kind != "where":
             return self.sessions.run([(query, [])])[0]
         # The user's condition: checked in a savepoint (an error must not end the snapshot's transaction), with
@@ -399,28 +316,56 @@ class _Closure:
         try:
             with self.conn.transaction():
                 self.sessions.queries += 1
-                return [(int(oid), int(ctid)) for oid, ctid in self.conn.execute(checked, [True]).fetchall()]
+                return [(int(row[0]), int(row[1]), tuple(row[2:]))
+                        for row in self.conn.execute(checked, [True]).fetchall()]
         except psycopg.Error as error:
             message = " ".join(str(error).split())
             raise ConfigError(f"The subset condition {root.describe()} failed on the source: {message}. It is "
                               f"SQL evaluated on {relation.qualified} in a read-only session whose search_path is "
                               "pg_catalog: qualify other tables and functions (app.f(), not f()).") from None
 
-    def _children(self, expandable: dict[int, set[int]]) -> dict[int, set[int]]:
+    def _key_values(self, source: int, rows: dict[int, Values], columns: tuple[str, ...],
+                    skip: set[int] | None = None) -> list[tuple[str, ...]]:
+        """The distinct non-NULL values of ``columns`` in ``rows`` of leaf ``source`` (a NULL references nothing)."""
+        carried = self.carry(source)
+        positions = [carried.index(column) for column in columns]
+        distinct: set[tuple[str, ...]] = set()
+        for ctid, values in rows.items():
+            if skip and ctid in skip:
+                continue
+            picked = tuple(values[position] for position in positions)
+            if None not in picked:
+                distinct.add(picked)  # type: ignore[arg-type]
+        return sorted(distinct)
+
+    def _types(self, oid: int, columns: Sequence[str]) -> list[str]:
+        types = {column.name: column.type_sql for column in self.relations[oid].columns}
+        return [types[column] for column in columns]
+
+    def _lookups(self, target: int, columns: tuple[str, ...], value_types: list[str],
+                 keys: list[tuple[str, ...]]) -> list[Job]:
+        query = lookup_query(self.relations[target], columns, value_types, self.carry(target))
+        return [(query, [list(column) for column in zip(*keys[start:start + CHUNK], strict=True)])
+                for start in range(0, len(keys), CHUNK)]
+
+    def _children(self, expandable: Found) -> Found:
         """One level down: rows of listed child tables that reference the ``expandable`` rows."""
         jobs: list[Job] = []
         links: list[int] = []
         for number, link in enumerate(self.graph.links):
             if self.graph.unit(link.child) not in self.classification.children:
                 continue
+            keys: set[tuple[str, ...]] = set()
             for leaf in self.graph.leaves.get(link.parent, ()):
-                for chunk in _chunks(expandable.get(leaf, ())):
-                    jobs.append(children_query(link, self.relations[link.child],
-                                               Frontier(self.relations[leaf], chunk)))
-                    links.append(number)
-        found: dict[int, set[int]] = {}
+                if expandable.get(leaf):
+                    keys.update(self._key_values(leaf, expandable[leaf], link.parent_columns))
+            for job in self._lookups(link.child, link.child_columns, self._types(link.parent, link.parent_columns),
+                                     sorted(keys)):
+                jobs.append(job)
+                links.append(number)
+        found: Found = {}
         for number, rows_found in zip(links, self.sessions.run(jobs), strict=True):
-            for child, ctid in rows_found:
+            for child, ctid, values in rows_found:
                 rows = self.leaves.get(child)
                 if rows is None or rows.whole:
                     continue
@@ -428,10 +373,10 @@ class _Closure:
                 if ctid in rows:
                     continue
                 rows.children.add(ctid)
-                found.setdefault(child, set()).add(ctid)
+                found.setdefault(child, {})[ctid] = values
         return found
 
-    def _parents(self, pending: dict[int, set[int] | None]) -> dict[int, set[int]]:
+    def _parents(self, pending: dict[int, dict[int, Values] | None]) -> Found:
         """One round up: the rows the ``pending`` rows reference that are not in yet (None: every row)."""
         jobs: list[Job] = []
         for number, link in enumerate(self.graph.links):
@@ -439,24 +384,27 @@ class _Closure:
             if not targets or all(self.leaves[leaf].whole for leaf in targets):
                 continue  # every row of the referenced table is in already
             parent = self.relations[link.parent]
+            keys: set[tuple[str, ...]] = set()
             for leaf in self.graph.leaves.get(link.child, ()):
                 if leaf not in pending:
                     continue
-                ctids = pending[leaf]
-                if ctids is None:
-                    jobs.append(parents_query(link, parent, Frontier(self.relations[leaf])))
-                    continue
-                through = self.found_through.get((leaf, number))
-                for chunk in _chunks(ctids - through if through else ctids):
-                    jobs.append(parents_query(link, parent, Frontier(self.relations[leaf], chunk)))
-        found: dict[int, set[int]] = {}
+                delta = pending[leaf]
+                if delta is None:
+                    jobs.append((whole_lookup_query(parent, link.parent_columns, self.relations[leaf],
+                                                    link.child_columns, self.carry(link.parent)), []))
+                else:
+                    keys.update(self._key_values(leaf, delta, link.child_columns,
+                                                 self.found_through.get((leaf, number))))
+            jobs.extend(self._lookups(link.parent, link.parent_columns, self._types(link.child, link.child_columns),
+                                      sorted(keys)))
+        found: Found = {}
         for rows_found in self.sessions.run(jobs):
-            for target, ctid in rows_found:
+            for target, ctid, values in rows_found:
                 rows = self.leaves.get(target)
                 if rows is None or rows.whole or ctid in rows:
                     continue
                 rows.referenced.add(ctid)
-                found.setdefault(target, set()).add(ctid)
+                found.setdefault(target, {})[ctid] = values
         return found
 
     def _count_whole(self) -> None:
@@ -471,16 +419,9 @@ class _Closure:
                 self.leaves[int(oid)].whole_rows = int(count)
 
 
-def _chunks(ctids: Iterable[int]) -> Iterator[tuple[int, ...]]:
-    ordered = sorted(ctids)
-    for start in range(0, len(ordered), CHUNK):
-        yield tuple(ordered[start:start + CHUNK])
-
-
 def category_totals(leaves: Iterable[LeafRows]) -> dict[str, int]:
     totals = dict.fromkeys(CATEGORIES, 0)
     for rows in leaves:
         for name, count in rows.counts.items():
             totals[name] += count
     return totals
-
