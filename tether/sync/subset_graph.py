@@ -18,6 +18,8 @@ from tether.sync.plan import SyncPlan, matches
 from tether.sync.subset_spec import SPEC_HELP, Root, SubsetSpec
 
 ROOT, CHILDREN, REFERENCED, WHOLE, EMPTY = "root", "children", "referenced", "whole", "empty"
+FEW_ROWS = 1_000  # a small table naming sampled rows is still copied whole up to this many rows
+FEW_ROWS_BYTES = 64 * 1024  # the same, for a table the planner has no row count for
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,9 @@ def classify(graph: SubsetGraph, spec: SubsetSpec) -> Classification:
         frontier = set(found) | frontier
     notes = [f"{graph.name(unit)} is listed as a child but references no selected table within depth "
              f"{spec.depth}" for unit in sorted(listed - set(reach), key=graph.name)]
-    # A table whose rows lead (through its references) to a sampled table is not copied whole, small or not:
-    # all its rows would drag in every row they point at, and the sample with them.
+    # A table whose rows lead (through its references) to a sampled table is copied whole only when it has few
+    # rows (a list of admins, settings someone edited): all the rows of a bigger one would drag in every row they
+    # point at, and the sample with them.
     sampled = set(reach)
     leads = _leading_to(sampled, unit_links)
     held_back: dict[int, int] = {}
@@ -195,6 +198,9 @@ def classify(graph: SubsetGraph, spec: SubsetSpec) -> Classification:
             reach[unit] = Reach(WHOLE, "an extension's configuration table: its user rows are copied whole")
         elif size <= spec.whole_below and unit not in leads:
             reach[unit] = Reach(WHOLE, f"small ({_size(size)} ≤ {_size(spec.whole_below)}): copied whole")
+        elif size <= spec.whole_below and _few_rows(graph, unit):
+            reach[unit] = Reach(WHOLE, f"small, at most {FEW_ROWS:,} rows: copied whole (the rows of "
+                                       f"{graph.name(leads[unit])} it names come along)")
         elif size <= spec.whole_below:
             held_back[unit] = leads[unit]
     # Referenced: whatever the filled tables point at, transitively.
@@ -213,6 +219,15 @@ def classify(graph: SubsetGraph, spec: SubsetSpec) -> Classification:
             reach[unit] = Reach(EMPTY, f"nothing reaches it and it is large ({_size(graph.unit_bytes(unit))} > "
                                        f"{_size(spec.whole_below)}): left empty")
     return Classification(reach, roots, {unit for unit, found in reach.items() if found.how == CHILDREN}, notes)
+
+
+def _few_rows(graph: SubsetGraph, unit: int) -> bool:
+    """At most FEW_ROWS rows by the planner's estimate; a table never analyzed must fit in FEW_ROWS_BYTES."""
+    leaves = graph.leaves.get(unit, ())
+    estimates = [graph.estimates.get(leaf, -1.0) for leaf in leaves]
+    if any(estimate < 0 for estimate in estimates):
+        return graph.unit_bytes(unit) <= FEW_ROWS_BYTES
+    return sum(estimates) <= FEW_ROWS
 
 
 def _leading_to(targets: set[int], links: list[tuple[int, int]]) -> dict[int, int]:
