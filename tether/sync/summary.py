@@ -48,6 +48,7 @@ class SyncSummary:
     def lines(self) -> list[str]:
         """The human summary, a few lines."""
         what = {"full": "Full sync", "incremental": "Incremental sync", "unchanged": "Nothing changed"}[self.mode]
+        what += " (subset)" if self.subset is not None else ""
         lines = [f"{what}: {self.source} → {self.dest} in {self.seconds:.1f} s"]
         lines.append(f"  tables: {self.tables} with rows ({self.tables_copied} copied, {self.tables_carried_over} "
                      f"unchanged), {self.tables_schema_only} without rows, {self.tables_excluded} left out")
