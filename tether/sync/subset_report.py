@@ -83,6 +83,10 @@ def _names(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
+def _tables(count: int) -> str:
+    return f"{count} table" + ("" if count == 1 else "s")
+
+
 def _megabytes(size: int | None) -> str:
     return "?" if size is None else f"{size / 1e6:,.1f} MB"
 
@@ -131,15 +135,15 @@ def plan_lines(summary: Mapping[str, Any], source: str) -> list[str]:
     whole = summary["whole_tables"]
     whole_rows = rows["whole"]
     if whole:
-        lines.append(f"  copied whole ({len(whole)} tables, {whole_rows:,} rows): {_names(whole)}")
+        lines.append(f"  copied whole ({_tables(len(whole))}, {whole_rows:,} rows): {_names(whole)}")
     held = sorted({table["of"] or table["table"] for table in summary["tables"]
                    if table["reached"] == "empty" and table["how"].startswith(HELD_BACK)})
     unreached = [name for name in summary["empty_tables"] if name not in held]
     if unreached:
-        lines.append(f"  left empty ({len(unreached)} tables: nothing reaches them and they are larger than "
+        lines.append(f"  left empty ({_tables(len(unreached))}: nothing reaches them and they are larger than "
                      f"{spec['whole_below']:,} bytes): {_names(unreached)}")
     if held:
-        lines.append(f"  left empty ({len(held)} tables: they reference a sampled table; list them in "
+        lines.append(f"  left empty ({_tables(len(held))}: they reference a sampled table; list them in "
                      f"--subset-children for their rows that reference the selected ones): {_names(held)}")
     estimated = sum(table["source_rows_estimate"] or 0 for table in summary["tables"])
     lines.append("")
