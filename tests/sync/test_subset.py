@@ -243,7 +243,8 @@ def test_anonymization_applies_inside_the_subset(sync_servers, subset_source, su
 
 def test_resync_and_reset_follow_the_subset(sync_servers, subset_source, subset_options):
     dest = sync_servers.dest()
-    options = subset_options("shop.customers:where=id <= 40", children=("shop.orders",), whole_below=0)
+    options = subset_options("shop.customers:where=id <= 40", children=("shop.orders", "shop.order_lines"),
+                             depth=2, whole_below=0)
     first = sync(subset_source, dest, options)
     check_copy(dest, first.subset)
     again = sync(subset_source, dest, options)
@@ -256,15 +257,33 @@ def test_resync_and_reset_follow_the_subset(sync_servers, subset_source, subset_
     gone = execute(subset_source, "SELECT min(id) FROM shop.orders WHERE customer_id <= 40")[0][0]
     execute(subset_source, "DELETE FROM shop.order_lines WHERE order_id = %s", (gone,))
     execute(subset_source, "DELETE FROM shop.orders WHERE id = %s", (gone,))
+    # A line of a kept order naming a product the copy does not hold: products did not change on the source,
+    # but the subset now takes another row of it.
+    product = min(ids(subset_source, "shop.products") - ids(dest, "shop.products"))
+    kept = execute(dest, "SELECT id, placed_on FROM shop.orders WHERE id <> %s ORDER BY id LIMIT 1", (gone,))[0]
+    execute(subset_source, "INSERT INTO shop.order_lines VALUES (%s, %s, 9, %s, 1)", (*kept, product))
+    # A selected customer deleted (with what references it): the customers table's only change is a row less.
+    lonely = 40
+    execute(subset_source, """
+        DELETE FROM shop.order_lines WHERE order_id IN (SELECT id FROM shop.orders WHERE customer_id = 40);
+        DELETE FROM shop.orders WHERE customer_id = 40;
+        DELETE FROM shop.review_votes WHERE voter_id = 40
+            OR review_id IN (SELECT id FROM shop.reviews WHERE customer_id = 40);
+        DELETE FROM shop.reviews WHERE customer_id = 40;
+        UPDATE shop.customers SET referred_by = NULL WHERE referred_by = 40;
+        DELETE FROM shop.customers WHERE id = 40""")
+    assert lonely in ids(dest, "shop.customers")
     third = sync(subset_source, dest, options)
     assert third.mode == "incremental"
     check_copy(dest, third.subset)
     assert "shop.orders_2024_a" in third.changed_tables or "shop.orders_2024_b" in third.changed_tables
+    assert {"shop.products", "shop.customers"} <= set(third.changed_tables)
     assert 9001 in ids(dest, "shop.orders") and 9002 not in ids(dest, "shop.orders")
     assert gone not in ids(dest, "shop.orders")
     assert ids(dest, "shop.orders") == ids(subset_source, "shop.orders WHERE customer_id <= 40")
+    assert product in ids(dest, "shop.products") and lonely not in ids(dest, "shop.customers")
     # A reset brings back exactly the synced subset.
-    execute(dest, "DELETE FROM shop.orders")
+    execute(dest, "TRUNCATE shop.orders CASCADE")
     reset(dest, yes=True, drop_retired="now")
     check_copy(dest, third.subset)
     # Another spec: a full rebuild, said so.
