@@ -21,7 +21,7 @@ from tether.errors import ConfigError
 from tether.sync.engine import SyncOptions, sync
 from tether.sync.plan import Selection
 from tether.sync.reset import reset
-from tether.sync.subset import seed_number
+from tether.sync.subset_queries import seed_number
 from tether.sync.subset_spec import SubsetSpec, parse_root
 from tether.tasks import sync as sync_tasks
 

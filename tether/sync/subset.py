@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -34,15 +34,11 @@ from tether.sync.subset_queries import (
     lookup_query,
     root_query,
     sample_predicate,
-    seed_number,
     whole_lookup_query,
 )
 from tether.sync.subset_spec import Root, SubsetSpec
 
 CHUNK = 20_000  # key values per query: a few hundred kB of parameters
-CATEGORIES = ("selected", "children", "referenced", "whole")
-
-__all__ = ["CATEGORIES", "LeafRows", "SubsetResult", "compute_subset", "seed_number", "snapshot_session"]
 
 
 @dataclass
@@ -417,11 +413,3 @@ class _Closure:
             self.sessions.queries += 1
             for oid, count in self.conn.execute(query).fetchall():
                 self.leaves[int(oid)].whole_rows = int(count)
-
-
-def category_totals(leaves: Iterable[LeafRows]) -> dict[str, int]:
-    totals = dict.fromkeys(CATEGORIES, 0)
-    for rows in leaves:
-        for name, count in rows.counts.items():
-            totals[name] += count
-    return totals
