@@ -13,6 +13,7 @@ from tether.sync.subset_queries import (
     root_query,
     sample_hash,
     seed_number,
+    text_array,
     tid_array,
     tid_text,
     whole_lookup_query,
@@ -80,3 +81,9 @@ def test_the_sample_hash_is_pinned(pg_db):
     with psycopg.connect(pg_db.conninfo()) as conn:
         assert conn.execute(query, ("42",)).fetchone() == (9147969477854684342,)
         assert conn.execute(query, ("(1,2024-01-01)",)).fetchone() == (5373278087270026206,)
+
+
+def test_key_values_travel_as_one_text_array_intact(pg_db):
+    values = ["plain", 'quo"te', "back\\slash", "comma,and{braces}", "", "NULL", " spaced ", "ünï", "a\nb"]
+    with psycopg.connect(pg_db.conninfo()) as conn:
+        assert conn.execute("SELECT %s::text[]", (text_array(values),)).fetchone() == (values,)

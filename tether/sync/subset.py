@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -34,6 +35,7 @@ from tether.sync.subset_queries import (
     lookup_query,
     root_query,
     sample_predicate,
+    text_array,
     whole_lookup_query,
 )
 from tether.sync.subset_spec import Root, SubsetSpec
@@ -132,8 +134,8 @@ class SubsetResult:
 
 Say = Callable[[str], None]
 OpenSession = Callable[[], psycopg.Connection]  # another session in the same snapshot (read-only)
-Values = tuple[str | None, ...]  # a row's carried columns, as text
-Found = dict[int, dict[int, Values]]  # leaf table -> ctid -> carried values: rows a round turned up
+Found = dict[int, dict[int, tuple[Any, ...]]]  # leaf table -> ctid -> its row (see Row): rows a round turned up
+CARRIED = 2  # where a row's carried values start
 
 
 def _say_nothing(_: str) -> None:
@@ -168,8 +170,8 @@ def snapshot_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Conne
     return conn
 
 
-Job = tuple[sql.Composed, list[list[str]]]
-Row = tuple[int, int, Values]
+Job = tuple[sql.Composed, list[str]]
+Row = tuple[Any, ...]  # (leaf oid, ctid number, carried values as text...)
 
 
 class _Sessions:
@@ -227,8 +229,10 @@ class _Sessions:
 
 
 def _fetch(conn: psycopg.Connection, job: Job) -> list[Row]:
+    """The rows as the server sent them: (leaf oid, ctid, carried values...); no per-row copy in Python."""
     query, params = job
-    return [(int(row[0]), int(row[1]), tuple(row[2:])) for row in conn.execute(query, params or None).fetchall()]
+    return conn.execute(query, params or None).fetchall()
+
 
 
 class _Closure:
@@ -270,7 +274,8 @@ class _Closure:
             for leaf, rows in expandable.items():
                 frontier.setdefault(leaf, {}).update(rows)
         self._count_whole()
-        pending: dict[int, dict[int, Values] | None] = {leaf: rows for leaf, rows in frontier.items() if rows}
+        pending: dict[int, dict[int, tuple[Any, ...]] | None] = {leaf: rows for leaf, rows in frontier.items()
+                                                                 if rows}
         pending.update({leaf: None for leaf, rows in self.leaves.items() if rows.whole})
         while pending:
             self.rounds += 1
@@ -287,12 +292,13 @@ class _Closure:
             key = self.graph.sample_keys.get(unit, ())
             for root in roots:
                 query = root_query(relation, root, self.spec.seed, key, self.carry(unit))
-                for leaf, ctid, values in self._root_rows(query, root, relation):
+                for row in self._root_rows(query, root, relation):
+                    leaf, ctid = row[0], row[1]
                     rows = self.leaves.get(leaf)
                     if rows is None:  # a partition whose rows are not copied (a foreign table)
                         continue
                     rows.selected.add(ctid)
-                    found.setdefault(leaf, {})[ctid] = values
+                    found.setdefault(leaf, {})[ctid] = row
                     if root.kind == "percent":
                         rows.predicate_rows.add(ctid)
                 if root.kind == "percent":
@@ -312,37 +318,35 @@ class _Closure:
         try:
             with self.conn.transaction():
                 self.sessions.queries += 1
-                return [(int(row[0]), int(row[1]), tuple(row[2:]))
-                        for row in self.conn.execute(checked, [True]).fetchall()]
+                return self.conn.execute(checked, [True]).fetchall()
         except psycopg.Error as error:
             message = " ".join(str(error).split())
             raise ConfigError(f"The subset condition {root.describe()} failed on the source: {message}. It is "
                               f"SQL evaluated on {relation.qualified} in a read-only session whose search_path is "
                               "pg_catalog: qualify other tables and functions (app.f(), not f()).") from None
 
-    def _key_values(self, source: int, rows: dict[int, Values], columns: tuple[str, ...],
-                    skip: set[int] | None = None) -> list[tuple[str, ...]]:
+    def _key_values(self, source: int, rows: dict[int, tuple[Any, ...]], columns: tuple[str, ...],
+                    skip: set[int] | None = None) -> set[tuple[str, ...]]:
         """The distinct non-NULL values of ``columns`` in ``rows`` of leaf ``source`` (a NULL references nothing)."""
         carried = self.carry(source)
-        positions = [carried.index(column) for column in columns]
-        distinct: set[tuple[str, ...]] = set()
-        for ctid, values in rows.items():
-            if skip and ctid in skip:
-                continue
-            picked = tuple(values[position] for position in positions)
-            if None not in picked:
-                distinct.add(picked)  # type: ignore[arg-type]
-        return sorted(distinct)
+        positions = [carried.index(column) + CARRIED for column in columns]
+        chosen = rows.values() if not skip else [row for ctid, row in rows.items() if ctid not in skip]
+        if len(positions) == 1:
+            position = positions[0]
+            return {(row[position],) for row in chosen if row[position] is not None}
+        picked = (tuple(row[position] for position in positions) for row in chosen)
+        return {values for values in picked if None not in values}
 
     def _types(self, oid: int, columns: Sequence[str]) -> list[str]:
         types = {column.name: column.type_sql for column in self.relations[oid].columns}
         return [types[column] for column in columns]
 
     def _lookups(self, target: int, columns: tuple[str, ...], value_types: list[str],
-                 keys: list[tuple[str, ...]]) -> list[Job]:
+                 keys: set[tuple[str, ...]]) -> list[Job]:
         query = lookup_query(self.relations[target], columns, value_types, self.carry(target))
-        return [(query, [list(column) for column in zip(*keys[start:start + CHUNK], strict=True)])
-                for start in range(0, len(keys), CHUNK)]
+        ordered = sorted(keys)
+        return [(query, [text_array(column) for column in zip(*ordered[start:start + CHUNK], strict=True)])
+                for start in range(0, len(ordered), CHUNK)]
 
     def _children(self, expandable: Found) -> Found:
         """One level down: rows of listed child tables that reference the ``expandable`` rows."""
@@ -356,12 +360,13 @@ class _Closure:
                 if expandable.get(leaf):
                     keys.update(self._key_values(leaf, expandable[leaf], link.parent_columns))
             for job in self._lookups(link.child, link.child_columns, self._types(link.parent, link.parent_columns),
-                                     sorted(keys)):
+                                     keys):
                 jobs.append(job)
                 links.append(number)
         found: Found = {}
         for number, rows_found in zip(links, self.sessions.run(jobs), strict=True):
-            for child, ctid, values in rows_found:
+            for row in rows_found:
+                child, ctid = row[0], row[1]
                 rows = self.leaves.get(child)
                 if rows is None or rows.whole:
                     continue
@@ -369,10 +374,10 @@ class _Closure:
                 if ctid in rows:
                     continue
                 rows.children.add(ctid)
-                found.setdefault(child, {})[ctid] = values
+                found.setdefault(child, {})[ctid] = row
         return found
 
-    def _parents(self, pending: dict[int, dict[int, Values] | None]) -> Found:
+    def _parents(self, pending: dict[int, dict[int, tuple[Any, ...]] | None]) -> Found:
         """One round up: the rows the ``pending`` rows reference that are not in yet (None: every row)."""
         jobs: list[Job] = []
         for number, link in enumerate(self.graph.links):
@@ -392,15 +397,16 @@ class _Closure:
                     keys.update(self._key_values(leaf, delta, link.child_columns,
                                                  self.found_through.get((leaf, number))))
             jobs.extend(self._lookups(link.parent, link.parent_columns, self._types(link.child, link.child_columns),
-                                      sorted(keys)))
+                                      keys))
         found: Found = {}
         for rows_found in self.sessions.run(jobs):
-            for target, ctid, values in rows_found:
+            for row in rows_found:
+                target, ctid = row[0], row[1]
                 rows = self.leaves.get(target)
                 if rows is None or rows.whole or ctid in rows:
                     continue
                 rows.referenced.add(ctid)
-                found.setdefault(target, {})[ctid] = values
+                found.setdefault(target, {})[ctid] = row
         return found
 
     def _count_whole(self) -> None:

@@ -32,6 +32,11 @@ def tid_array(numbers: Iterable[int]) -> str:
     return "{" + ",".join(f'"({number >> 16},{number & 0xFFFF})"' for number in sorted(numbers)) + "}"
 
 
+def text_array(values: Iterable[str]) -> str:
+    """A ``text[]`` literal: one parameter for many key values (psycopg would dump a list element by element)."""
+    return "{" + ",".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values) + "}"
+
+
 def seed_number(seed: str) -> int:
     """The seed as the 64-bit integer hashtextextended takes (from its SHA-256, so any text will do)."""
     return int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big", signed=True)
