@@ -71,8 +71,8 @@ def test_root_queries():
     rows = text(root_query(relation(), parse_root("app.things:10"), "s", (), ()))
     assert rows.endswith('ORDER BY (hashtextextended((ROW("id", "owner_id"))::text, '
                          f'{seed}) & 9223372036854775807), (ROW("id", "owner_id"))::text LIMIT 10')
-    where = text(root_query(relation(), parse_root("app.things:where=id > 3 -- c"), "s", ("id",), ()))
-    assert where.endswith("WHERE (\nid > 3 -- c\n)")
+    where = text(root_query(relation(), parse_root("app.things:where=id % 3 = 0 -- c"), "s", ("id",), ()))
+    assert where.endswith("WHERE (\nid %% 3 = 0 -- c\n)")  # run with a parameter: % doubled
 
 
 def test_the_sample_hash_is_pinned(pg_db):

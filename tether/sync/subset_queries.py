@@ -126,8 +126,9 @@ def root_query(relation: Relation, root: Root, seed: str, key: tuple[str, ...],
             select, sample_hash(seed, key, relation), sql.SQL("ROW({})").format(sql.SQL(", ").join(
                 sql.Identifier(column) for column in (key or [column.name for column in relation.columns]))),
             sql.Literal(int(root.value)))
-    # On lines of its own, so that a trailing -- comment in it cannot swallow the rest of the statement.
-    return sql.SQL("{} WHERE (\n{}\n)").format(select, sql.SQL(str(root.value)))
+    # On lines of its own, so that a trailing -- comment in it cannot swallow the rest of the statement; its %
+    # doubled, as it runs with a parameter (tether.sync.subset checks it as one prepared statement).
+    return sql.SQL("{} WHERE (\n{}\n)").format(select, sql.SQL(str(root.value).replace("%", "%%")))
 
 
 def ctid_filter(listed: Iterable[int]) -> sql.Composable:
