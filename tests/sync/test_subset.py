@@ -338,14 +338,14 @@ def test_bad_specs_stop_before_anything_is_written(sync_servers, subset_source, 
     assert database_names(sync_servers.dest_admin, dest.database) == []
     # A condition that closes our parenthesis is still one condition of the one statement.
     # So is one ending in a comment: it cannot swallow the rest of the statement.
-    countries = "shop.countries:where=name LIKE '%s 1%%' OR length(code) % 2 = 1"
+    condition = "name LIKE '%s 1%%' OR length(code) % 2 = 1 OR name = ANY('{\"Country 4\"}')"
     summary = sync(subset_source, dest, subset_options("shop.customers:where=id < 3) OR (id = 7 -- the boss",
-                                                       countries, whole_below=0))
+                                                       f"shop.countries:where={condition}", whole_below=0))
     check_copy(dest, summary.subset)
     assert ids(dest, "shop.customers WHERE id IN (1, 2, 7)") == {1, 2, 7}
-    # A % in the condition is SQL's, not a placeholder.
+    # A % in the condition is SQL's, not a placeholder; braces are SQL's too.
     assert summary.subset["rows"]["selected"] == 3 + execute(
-        subset_source, "SELECT count(*) FROM shop.countries WHERE name LIKE '%s 1%%' OR length(code) % 2 = 1")[0][0]
+        subset_source, f"SELECT count(*) FROM shop.countries WHERE {condition}")[0][0]  # noqa: S608 (test constant)
 
 
 def test_foreign_key_check_can_fail(sync_servers, subset_source, subset_options):
