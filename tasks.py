@@ -31,7 +31,7 @@ ns.configure({
     "env": {"drivers": None},
     "dumps": {"db": None, "format": None, "jobs": None, "keep": None, "restore_db": None},
     "sync": {"dest": None, "jobs": None, "rules": None, "analyze": None, "spare": None, "snapshot": None,
-             "large_objects": None},
+             "large_objects": None, "subset_whole_below": None},
     "bench": {"repeat": None, "scale": None, "link": None},
     "proxy": {"port": None, "instance": None, "iam": None, "private_ip": None, "credentials_file": None,
               "impersonate": None, "timeout": None},

@@ -22,13 +22,19 @@ OK, FAILED, NOT_AVAILABLE, SKIPPED = "ok", "failed", "not available", "skipped"
 
 @dataclass(frozen=True)
 class Target:
-    """A ratio to the fastest competitor: ``goal`` must be met; ``limit`` (if any) must never be passed."""
+    """A ratio to the fastest competitor (or to the method ``relative_to``): ``goal`` must be met; ``limit`` (if
+    any) must never be passed; ``max_size`` (if any) bounds the copy's size as a fraction of the source's."""
 
     goal: float
     limit: float | None = None
+    relative_to: str | None = None  # a method key
+    relative_label: str = ""  # how the table names it
+    max_size: float | None = None
 
     def describe(self) -> str:
-        return f"≤ {self.goal:g}" + (f", never > {self.limit:g}" if self.limit is not None else "")
+        text = f"≤ {self.goal:g}" + (f" × {self.relative_label or self.relative_to}" if self.relative_to else "")
+        text += f", never > {self.limit:g}" if self.limit is not None else ""
+        return text + (f", size ≤ {self.max_size:.0%}" if self.max_size is not None else "")
 
 
 # Ratios to the fastest competitor (issue 18). On the loopback the source and the destination share the
@@ -38,11 +44,14 @@ LOCAL_TARGETS: Mapping[str, Target] = {
     "sync_no_snapshot": Target(0.8),
     "sync_again": Target(0.15),
     "reset": Target(0.2),
+    # Issue 19: a 5 % subset in at most 0.15 of the full sync's time, at most twice its proportional share.
+    "sync_subset": Target(0.15, relative_to="sync_full", relative_label="full", max_size=0.10),
 }
 LINK_TARGETS: Mapping[str, Target] = {
     "sync_full": Target(0.5),
     "sync_again": Target(0.05),
     "reset": Target(0.2),
+    "sync_subset": Target(0.15, relative_to="sync_full", relative_label="full", max_size=0.10),
 }
 # Through a link: the median within this many times the method's own link floor (its bytes ÷ bandwidth).
 FLOOR_TARGETS: Mapping[str, float] = {"sync_full": 1.25}
@@ -97,11 +106,13 @@ def summarize(results: Sequence[MethodResult], machine: Mapping[str, Any], datas
     link = settings.get("link")
     targets = targets_for(link)
     rows = []
+    medians = {result.method.key: statistics.median(result.seconds) for result in results if result.verified}
     for result in results:
         median = statistics.median(result.seconds) if result.verified else None
         ratio = round(median / base, 3) if median is not None and base else None
         target = targets.get(result.method.key)
         link_columns = _link_columns(result, median, link)
+        judged = _judged_ratio(ratio, median, target, medians)
         paired = None
         if result.verified and fastest and len(result.seconds) == len(fastest.seconds):
             # Runs of the same round share the machine's load at that moment; their ratio is steadier.
@@ -116,8 +127,10 @@ def summarize(results: Sequence[MethodResult], machine: Mapping[str, Any], datas
             "max": round(max(result.seconds), 3) if result.verified else None,
             "ratio": ratio, "verified": result.verified, "problems": list(result.problems),
             "target": target.describe() if target else None,
-            "verdict": _worst(verdict(ratio, target), link_columns.get("floor_verdict")) if result.verified
-            else ("fail" if target and result.status == FAILED else None),
+            "target_ratio": judged if target and target.relative_to else None,
+            "verdict": (_worst(_size_verdict(verdict(judged, target), target, result.details),
+                               link_columns.get("floor_verdict")) if result.verified
+                        else ("fail" if target and result.status == FAILED else None)),
             "details": result.details,
             **link_columns,
         })
@@ -152,6 +165,23 @@ def _worst(*verdicts: str | None) -> str | None:
     return max(present, key=lambda item: order[item]) if present else None
 
 
+def _judged_ratio(ratio: float | None, median: float | None, target: Target | None,
+                  medians: Mapping[str, float]) -> float | None:
+    """The ratio the target is about: to the fastest competitor, or to the method it names."""
+    if target is None or target.relative_to is None:
+        return ratio
+    reference = medians.get(target.relative_to)
+    return round(median / reference, 3) if median is not None and reference else None
+
+
+def _size_verdict(result_verdict: str | None, target: Target | None, details: Mapping[str, Any]) -> str | None:
+    """A copy larger than the target allows fails it, however fast it was."""
+    if result_verdict is None or target is None or target.max_size is None:
+        return result_verdict
+    size = details.get("size_fraction")
+    return result_verdict if isinstance(size, int | float) and size <= target.max_size else "fail"
+
+
 _VERDICT_MARKS = {"pass": "✓ pass", "miss": "✗ miss", "fail": "✗ FAIL"}
 
 
@@ -177,6 +207,16 @@ def result_cells(summary: Mapping[str, Any]) -> tuple[list[list[str]], list[str]
             label = "✗ FAILED" if row["status"] == FAILED else row["status"]
             result = label + (" " + note(f"{row['method']}: {row['reason']}") if row["reason"] else "")
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "—"
+        if row.get("target_ratio") is not None:
+            ratio += f" (full {row['target_ratio']:.2f})"
+        subset = row["details"].get("subset")
+        if subset:
+            result += " " + note(f"{row['method']}: {subset['bytes'] / 1e6:.1f} MB = {subset['fraction']:.1%} of the "
+                                 f"source's table bytes ({subset['source_bytes'] / 1e6:.0f} MB), of which "
+                                 f"{subset['tables_whole']} small tables copied whole: "
+                                 f"{subset['whole_bytes'] / 1e6:.1f} MB; the other tables: "
+                                 f"{subset['sampled_fraction']:.1%} of theirs; {subset['rows']['total']:,} rows, "
+                                 f"found in {subset['plan_seconds']:.2f} s")
         cells = [row["method"], _seconds(row["median"]), _seconds(row["min"]), _seconds(row["max"]), ratio]
         target = row["target"] or ""
         if summary["settings"].get("link"):

@@ -24,6 +24,7 @@ from benchmarks.competitors import (
     COMPETITORS,
     METHOD_KEYS,
     METHODS,
+    SUBSET_ARGUMENTS,
     TETHER_METHODS,
     ClientPrograms,
     Method,
@@ -249,7 +250,8 @@ def _finish_run(bench: Bench, result: MethodResult, seconds: float, database: st
         result.details.setdefault("link_bytes", []).append(bench.last_link_bytes)
     if bench.last_profile:
         result.details["profile"] = bench.last_profile
-    problems = bench.verify(database, result.method.kind)
+    problems = (result.details.pop("subset_problems") if "subset_problems" in result.details
+                else bench.verify(database, result.method.kind))
     for problem in problems:
         if problem not in result.problems:
             result.problems.append(problem)
@@ -348,6 +350,7 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
     sync_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(), availability.anonymize_args, env)
     full, again, reset = results.get("sync_full"), results.get("sync_again"), results.get("reset")
     lean = results.get("sync_no_snapshot")
+    subset = results.get("sync_subset")
 
     if lean and lean.status == OK:
         bench.before_run(create=LOCAL_DB)
@@ -355,6 +358,13 @@ def _run_tether_round(bench: Bench, results: dict[str, MethodResult], availabili
                                    (*availability.anonymize_args, "--no-snapshot"),
                                    _state_env(state.with_name(f"{state.name}-no-snapshot")))
         _run_tether(bench, lean, lean_plan, f"sync-no-snapshot-{round_number}", progress)
+
+    if subset and subset.status == OK:
+        bench.before_run(create=LOCAL_DB)
+        subset_plan = sync_prod_plan(source, local, bench.passfile, tasks_root(),
+                                     (*availability.anonymize_args, *SUBSET_ARGUMENTS),
+                                     _state_env(state.with_name(f"{state.name}-subset")))
+        _run_tether(bench, subset, subset_plan, f"sync-subset-{round_number}", progress)
 
     if full and full.status not in (FAILED, NOT_AVAILABLE):
         bench.before_run(create=LOCAL_DB)
@@ -387,10 +397,41 @@ def _run_tether(bench: Bench, result: MethodResult, plan: Plan, name: str, progr
         seconds, stdout = bench.run(plan, name)
         if sync_summary:
             result.details["summary"] = _sync_details(stdout)
+        if result.method.key == "sync_subset":
+            _record_subset(bench, result, stdout)
         _finish_run(bench, result, seconds, LOCAL_DB, progress)
     except TetherError as error:
         _record_failure(result, error, bench)
         progress(f"{result.method.label}: FAILED ({result.reason})")
+
+
+def _record_subset(bench: Bench, result: MethodResult, stdout: str) -> None:
+    """A subset copy is checked against its own plan: every foreign key by anti-join, each table's rows against the
+    plan's, no raw e-mail; its size as a fraction of the source's table bytes goes with the result."""
+    from benchmarks.subset_check import count_problems, foreign_key_problems
+
+    try:
+        subset = json.loads(stdout[stdout.index("{"):])["subset"]
+    except (ValueError, KeyError, TypeError):
+        result.details["subset_problems"] = ["sync-prod printed no subset summary"]
+        return
+    local = bench.dest.admin.with_database(LOCAL_DB)
+    problems = foreign_key_problems(local) + count_problems(local, subset)
+    if bench.expect_anonymized and ds.raw_emails(local):
+        problems.append("e-mails in app.customers were copied without anonymization")
+    result.details["subset_problems"] = problems
+    result.details.get("summary", {}).pop("subset", None)  # its 300 table lines: the totals below instead
+    sampled = [table for table in subset["tables"] if table["reached"] != "whole"]
+    result.details["size_fraction"] = subset["fraction"]
+    result.details["subset"] = {
+        "rows": subset["rows"], "bytes": subset["bytes"], "source_bytes": subset["source_bytes"],
+        "fraction": subset["fraction"], "plan_seconds": subset["plan_seconds"], "queries": subset["queries"],
+        "tables_whole": len(subset["whole_tables"]), "tables_empty": len(subset["empty_tables"]),
+        "whole_bytes": sum(table["bytes"] or 0 for table in subset["tables"] if table["reached"] == "whole"),
+        # Without the small tables copied whole: the share of the sampled (and referenced) tables.
+        "sampled_fraction": round(sum(table["bytes"] or 0 for table in sampled)
+                                  / max(1, sum(table["source_bytes"] for table in sampled)), 4),
+    }
 
 
 def _break_local_data(local: DatabaseAddress) -> None:
@@ -485,7 +526,7 @@ def run_benchmark(options: BenchOptions, progress: Progress = _quiet) -> dict[st
 
 
 def _apply_availability(results: dict[str, MethodResult], availability: SyncAvailability) -> None:
-    for key in ("sync_full", "sync_again", "sync_no_snapshot"):
+    for key in ("sync_full", "sync_again", "sync_no_snapshot", "sync_subset"):
         if key in results and availability.sync:
             results[key].status, results[key].reason = NOT_AVAILABLE, availability.sync
     if "sync_no_snapshot" in results and not availability.sync and availability.no_snapshot:

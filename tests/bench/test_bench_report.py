@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from invoke import Context
 from invoke.exceptions import Exit
@@ -132,7 +134,7 @@ def test_ratios_use_the_fastest_verified_competitor():
 
 def test_unavailable_sync_is_a_row_not_a_failure():
     unavailable = {key: MethodResult(method_by_key(key), status=NOT_AVAILABLE, reason="no sync-prod task")
-                   for key in ("sync_full", "sync_again", "reset", "sync_no_snapshot")}
+                   for key in (method.key for method in TETHER_METHODS)}
     results = results_with({"psql": [2], "pg_restore": [3], "pg_restore_j2": [1], "pgcopydb": [1.5]}, **unavailable)
     summary = summarize(results, MACHINE, DATASET, SETTINGS)
     assert summary["all_verified"] is True
@@ -216,3 +218,21 @@ def test_proc_stat_parsing_and_cpu_categories():
     assert cpu_by_category(before, seen, postmasters, 100) == {
         "dest server": 3.0, "source server": 1.0, "python (tether)": 1.0, "pg_dump": 0.2, "other": 0.12}
     assert process_category(100, ProcessTicks(1, "postgres", 0), postmasters) == "source server"
+
+
+@pytest.mark.parametrize(("subset_seconds", "size", "verdict_expected"), [
+    ([1.0, 1.1, 1.2], 0.08, "pass"),
+    ([1.0, 1.1, 1.2], 0.12, "fail"),
+    ([1.0, 1.1, 1.2], None, "fail"),
+    ([2.0, 2.0, 2.0], 0.05, "fail"),
+], ids=["fast-and-small", "too-large", "size-unknown", "too-slow"])
+def test_the_subset_target_is_a_ratio_to_the_full_sync_and_a_size(subset_seconds, size, verdict_expected):
+    subset = MethodResult(method_by_key("sync_subset"), seconds=subset_seconds,
+                          details={} if size is None else {"size_fraction": size})
+    results = results_with({"psql": [5, 5, 5], "sync_full": [8, 8, 8]}, sync_subset=subset)
+    rows = {row["key"]: row for row in summarize(results, MACHINE, DATASET, SETTINGS)["methods"]}
+    row = rows["sync_subset"]
+    assert row["target"] == "≤ 0.15 × full, size ≤ 10%"
+    assert row["ratio"] == round(statistics.median(subset_seconds) / 5, 3)  # the column stays vs the competitor
+    assert row["target_ratio"] == round(statistics.median(subset_seconds) / 8, 3)
+    assert row["verdict"] == verdict_expected

@@ -54,3 +54,22 @@ def test_off_a_terminal_the_transfer_rate_is_printed_now_and_then(capsys):
     progress.advance_table("app.big", 50 * 1024 * 1024, 20)
     line = capsys.readouterr().err
     assert "received 157 MB from the source" in line and "Mbit/s" in line
+
+
+def test_a_subset_shows_copied_of_planned_rows(capsys):
+    progress = SyncProgress(bars=True)
+    progress._console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    progress.planned_rows = {"app.orders": 5_000}
+    progress.start_tables(2)
+    progress.advance_table("app.orders", 4096, 1_200)
+    progress.advance_table("app.other", 4096, 7)
+    assert progress._progress is not None
+    rows = {task.description.strip(): task.fields["rows"] for task in progress._progress.tasks}
+    assert rows["app.orders"] == "1,200/5,000 rows" and rows["app.other"] == "7 rows"
+    progress.stop_tables()
+    plain = SyncProgress(bars=False)
+    plain.planned_rows = {"app.orders": 50_000, "app.tiny": 3}
+    plain.finish_table("app.orders", 50_000, 1024)
+    plain.finish_table("app.tiny", 3, 10)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "copied app.orders: 50,000 rows" in err[0]

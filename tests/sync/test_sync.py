@@ -181,8 +181,8 @@ def test_task_prints_documented_json(sync_servers, isolated_project, rules_file,
                   "seconds", "phases", "jobs", "rules_applied", "changed_tables",
                   "sessions_disconnected", "skipped_privileges", "owners_mapped", "settings_skipped", "notes",
                   "verified", "row_counts", "materialized_views_refreshed", "sequences_set", "pseudonym_key",
-                  "leak_scan"}
-    assert set(data) == documented
+                  "leak_scan", "subset"}
+    assert set(data) == documented and data["subset"] is None  # a whole copy, not a --subset
     assert data["mode"] == "full" and data["verified"] is True and data["jobs"] == 3
     assert data["rows"] == sum(data["row_counts"].values()) == data["rows_copied"]
     assert "********" in data["source"] and source.password not in json.dumps(data)

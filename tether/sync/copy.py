@@ -125,7 +125,9 @@ class RowStreams:
         self.source, self.snapshot_id, self.settings, self.progress = source, snapshot_id, settings, progress
         self.spool_dir = spool_dir
         self.count = len(copies)
-        self._shared = _Shared(deque(copies))
+        # A subset that takes no row of a table: nothing to read, the new (empty) table is right as it is.
+        self._empty = [copy for copy in copies if copy.expected_rows == 0 and not copy.appends]
+        self._shared = _Shared(deque(copy for copy in copies if copy not in self._empty))
         self._target: _Target | None = None
         self._attached = threading.Event()
         self._spooled: queue.Queue[_Spooled | None] = queue.Queue()
@@ -139,7 +141,7 @@ class RowStreams:
 
     def start(self) -> RowStreams:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        workers = max(1, min(self.settings.jobs, self.count))
+        workers = max(1, min(self.settings.jobs, len(self._shared.queue)))
         for number in range(workers):
             smallest = self.settings.small_first and workers > 1 and number == workers - 1
             thread = threading.Thread(target=self._worker, args=(smallest,), name=f"sync-copy-{number}", daemon=True)
@@ -262,6 +264,10 @@ class RowStreams:
             target = self._target
             if target is None or shared.stop.is_set():
                 return
+            for copy in self._empty:
+                if target.wait_for is not None:
+                    target.wait_for(copy)
+                self._done(copy, CopyResult(copy.name, 0, 0, 0.0), target)
             with contextlib.ExitStack() as local:
                 dst: psycopg.Connection | None = None
                 while (item := self._spooled.get()) is not None:

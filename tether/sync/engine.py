@@ -97,6 +97,9 @@ from tether.sync.snapshot import (
     join_snapshot,
     lock_tables,
 )
+from tether.sync.subset import SubsetResult, compute_subset, snapshot_session
+from tether.sync.subset_report import measure_local, subset_phase_line, subset_summary
+from tether.sync.subset_spec import SubsetSpec
 from tether.sync.summary import SyncSummary
 from tether.workdirs import private_workdir
 
@@ -127,6 +130,7 @@ class SyncOptions:
     # the local database: no second copy (about a quarter faster), but no reset and every sync copies everything.
     snapshot: bool = True
     large_objects: bool = True  # False: --exclude-large-objects
+    subset: SubsetSpec | None = None  # --subset: a referentially complete slice instead of everything
 
     def digest(self, rules: RuleSet, key_identity: str) -> str:
         """What the copied rows depend on besides the source: a change means copying everything again."""
@@ -134,6 +138,8 @@ class SyncOptions:
                 "large_objects": self.large_objects,
                 "rules": rules.digest() if self.anonymize else None,
                 "key": key_identity if self.anonymize else None, "version": STATE_VERSION}
+        if self.subset is not None:
+            data["subset"] = self.subset.digest()
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -238,6 +244,9 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             as_text = smaller_as_text(snap.conn, big) if binary and source_rtt >= SLOW_ROUND_TRIP else set()
             plan = build_plan(catalog, selection, resolved, binary_allowed=binary, large_objects=large_objects,
                               as_text=as_text)
+            subset = _plan_subset(source, snap, catalog, plan, options, progress)
+            if subset is not None:
+                plan = subset.apply(plan)
             if options.anonymize:  # personal columns without a rule, or rules breaking constraints: stop here
                 anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
         if not options.anonymize:
@@ -254,6 +263,11 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                            catalog_digest=catalog_digest, source_rtt=source_rtt,
                            held_locks=frozenset((relation.schema, relation.name) for relation in held))
         _fill_plan_summary(context)
+        if subset is not None:
+            summary.subset = subset_summary(subset)
+            progress.planned_rows = {copy.name: copy.expected_rows for copy in plan.copies
+                                     if copy.expected_rows is not None}
+            progress.phase(subset_phase_line(summary.subset))
         with phases("cleanup"):
             cleanup_leftovers(context.admin, dest.database)
         previous = (None if options.full or not options.snapshot
@@ -292,6 +306,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                     changes.cancel()
                 summary.notes.insert(0, f"full sync: {reason}")
                 _full(context, snap, scratch_ready, streams)
+    if summary.subset is not None:
+        measure_local(summary.subset, dest)
     summary.seconds = time.perf_counter() - started
     summary.phases = phases.seconds
     return summary
@@ -305,6 +321,15 @@ def _round_trip(conn: psycopg.Connection) -> float:
         conn.execute("SELECT 1")
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def _plan_subset(source: DatabaseAddress, snap: SourceSnapshot, catalog: SourceCatalog, plan: SyncPlan,
+                 options: SyncOptions, progress: SyncProgress) -> SubsetResult | None:
+    """The subset's rows (tether.sync.subset), computed in the snapshot after the tables are locked."""
+    if options.subset is None:
+        return None
+    return compute_subset(snap.conn, catalog, plan, options.subset, progress.phase,
+                          lambda: snapshot_session(source, snap.snapshot_id), options.jobs)
 
 
 def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:
@@ -394,7 +419,7 @@ def _full_sync_reason(context: _Context, previous: SyncState | None, snap: Sourc
     if previous.schema_digest != context.schema_digest:
         return "the source schema changed"
     if previous.options_digest != context.options_digest:
-        return "the table selection or anonymization rules changed"
+        return "the table selection, the subset or the anonymization rules changed"
     if window_condition(snap.xids, previous.horizon) is None:
         return "too many transactions ran on the source since the last sync"
     emptied = _unlogged_tables_emptied(context, previous)
@@ -612,7 +637,8 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
     fingerprints, unchanged_locally, local_reason = (changes.fingerprints, changes.unchanged_locally,
                                                      changes.local_reason)
     # A key made for this sync cannot extend the last sync's pseudonyms: their tables are copied again too.
-    changed = context.anonymization.recopied(changed_tables(previous, relations, fingerprints), relations)
+    changed = context.anonymization.recopied(
+        changed_tables(previous, relations, fingerprints, plan.subset_selections or None), relations)
     configuration = [copy.name for copy in plan.copies if copy.appends and copy.name in set(changed)]
     if configuration:
         summary.notes.insert(0, f"full sync: extension configuration tables changed ({', '.join(configuration)}); "
@@ -624,7 +650,10 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         _full(context, snap)
         return
     sequences = _read_sequences(context, snap)
-    tables = {relation.qualified: TableState(fingerprints[relation.qualified].rows, relation.relfilenode,
+    subset_rows = {copy.name: copy.expected_rows for copy in plan.copies if copy.expected_rows is not None}
+    tables = {relation.qualified: TableState(subset_rows.get(relation.qualified,
+                                                             fingerprints[relation.qualified].rows),
+                                             relation.relfilenode,
                                              fingerprints[relation.qualified].window_rows,
                                              fingerprints[relation.qualified].window_hash)
               for relation in relations}
@@ -1003,6 +1032,10 @@ def _check_counts(context: _Context, relations: dict[str, LocalRelation], counte
                 for copy in context.plan.copies}
     wrong = [f"{name}: {expected[name]} in the source snapshot, {local_rows.get(name)} locally"
              for name in expected if local_rows.get(name) != expected[name]]
+    # A subset's plan named each table's rows: the copy must hold exactly those.
+    wrong += [f"{copy.name}: {copy.expected_rows} in the subset's plan, {local_rows.get(copy.name)} locally"
+              for copy in context.plan.copies
+              if copy.expected_rows is not None and local_rows.get(copy.name) != copy.expected_rows]
     empty = [relation.qualified for relation in context.plan.schema_only
              if relation.kind == "r" and local_rows.get(relation.qualified, 0) != 0]
     if wrong or empty:
@@ -1025,7 +1058,8 @@ def _new_state(context: _Context, snap: SourceSnapshot, tables: dict[str, TableS
                      options_digest=context.options_digest, catalog_digest=context.catalog_digest,
                      tables=tables, sequences=sequences, local_relfilenodes=relfilenodes,
                      snapshot_relfilenodes=relfilenodes, local_rows=local_rows, local_catalog_rows=catalogs,
-                     content_id=uuid.uuid4().hex, database_settings=context.settings)
+                     content_id=uuid.uuid4().hex, database_settings=context.settings,
+                     subset_selections=context.plan.subset_selections)
 
 
 def _install(context: _Context, built: str, state: SyncState) -> None:

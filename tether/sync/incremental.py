@@ -72,6 +72,8 @@ class SyncState:
     # The source database's own settings (ALTER DATABASE / ROLE ... IN DATABASE ... SET), given to every working
     # database made from the snapshot (CREATE DATABASE ... TEMPLATE does not copy them). See tether.archive.
     database_settings: list[str] = field(default_factory=list)
+    # A subset sync: per table, a digest of the rows it took ("whole": all of them); see tether.sync.subset.
+    subset_selections: dict[str, str] = field(default_factory=dict)
     version: int = STATE_VERSION
 
     def snapshot_files(self) -> dict[str, int]:
@@ -241,13 +243,23 @@ def catalog_rows(conn: psycopg.Connection, condition: sql.Composable | None) -> 
 
 
 def changed_tables(previous: SyncState, relations: Iterable[Relation],
-                   fingerprints: dict[str, Fingerprint]) -> list[str]:
-    """Names of the tables whose rows may differ from the last sync's copy."""
+                   fingerprints: dict[str, Fingerprint], selections: dict[str, str] | None = None) -> list[str]:
+    """Names of the tables whose rows may differ from the last sync's copy.
+
+    ``selections``: a subset's rows per table. A table the subset takes other rows from is copied again; one it
+    takes only some rows from is compared without its row count (the count is the subset's, and a row deleted
+    outside the subset changes nothing here, while one deleted inside it changes the selection).
+    """
     changed = []
     for relation in relations:
-        before = previous.tables.get(relation.qualified)
-        now = fingerprints[relation.qualified]
-        if (before is None or before.relfilenode != relation.relfilenode or before.rows != now.rows
-                or before.window_rows != now.old_window_rows or before.window_hash != now.old_window_hash):
-            changed.append(relation.qualified)
+        name = relation.qualified
+        before = previous.tables.get(name)
+        now = fingerprints[name]
+        selection = (selections or {}).get(name)
+        partial = selection is not None and selection != "whole"
+        if (before is None or before.relfilenode != relation.relfilenode
+                or (before.rows != now.rows and not partial)
+                or before.window_rows != now.old_window_rows or before.window_hash != now.old_window_hash
+                or (selections is not None and previous.subset_selections.get(name) != selection)):
+            changed.append(name)
     return changed

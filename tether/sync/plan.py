@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from psycopg import sql
 from tether.errors import ConfigError
 from tether.sync.anonymize import AppliedRule, Rule, applied_rules, column_expression
 from tether.sync.catalog import Relation, SourceCatalog
+
+_EXTENSION_WHERE = re.compile(r"^\s*WHERE\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class TableCopy:
     relation: Relation
     rules: Mapping[str, Rule]
     binary: bool
+    row_filter: sql.Composable | None = None  # a subset's rows (tether.sync.subset): ANDed into the WHERE
+    expected_rows: int | None = None  # a subset's plan says how many rows the copy must hold
 
     @property
     def name(self) -> str:
@@ -50,14 +55,18 @@ class TableCopy:
         """``COPY ... TO STDOUT`` on the source: the table itself, or a SELECT applying the rules."""
         options = sql.SQL(" (FORMAT BINARY)" if self.binary else "")
         condition = self.relation.extension_condition
-        if not self.rules and not condition:
+        if not self.rules and not condition and self.row_filter is None:
             return sql.SQL("COPY {}{} TO STDOUT{}").format(self.relation.identifier, self.column_list(), options)
         selected = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(column_expression(self.rules[column.name], column), sql.Identifier(column.name))
             if column.name in self.rules else sql.Identifier(column.name)
             for column in self.relation.copied_columns)
         # The extension's own condition, as pg_dump applies it (SQL the extension's script wrote on the source).
-        where = sql.SQL(" " + condition) if condition else sql.SQL("")
+        where: sql.Composable = sql.SQL(" " + condition) if condition else sql.SQL("")
+        if self.row_filter is not None:
+            own = _EXTENSION_WHERE.sub("", condition or "", count=1).strip()
+            where = (sql.SQL(" WHERE ({}) AND ({})").format(sql.SQL(own), self.row_filter) if own
+                     else sql.SQL(" WHERE ({})").format(self.row_filter))
         return sql.SQL("COPY (SELECT {} FROM ONLY {}{}) TO STDOUT{}").format(selected, self.relation.identifier,
                                                                             where, options)
 
@@ -85,6 +94,7 @@ class SyncPlan:
     notes: list[str] = field(default_factory=list)
     rules_applied: list[AppliedRule] = field(default_factory=list)
     large_objects: bool = True  # copy the source's large objects (with their owners, privileges and comments)
+    subset_selections: dict[str, str] = field(default_factory=dict)  # a subset's rows per table (their digest)
 
     @property
     def excluded_oids(self) -> set[int]:

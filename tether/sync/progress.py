@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 BIG_TABLE_LINE = 64 * 1024 * 1024  # off a terminal, tables at least this big get a line of their own
 RATE_LINE_BYTES = 128 * 1024 * 1024  # off a terminal, a line with the transfer rate every this many bytes
+SUBSET_TABLE_LINE = 10_000  # and so do a subset's tables with at least this many rows
 
 
 class SyncProgress:
@@ -33,6 +34,7 @@ class SyncProgress:
         self._bytes = 0
         self._bytes_since = 0.0
         self._next_rate_line = RATE_LINE_BYTES
+        self.planned_rows: dict[str, int] = {}  # a subset's rows per table: shown as "copied / planned"
 
     @property
     def console(self) -> Any:
@@ -96,12 +98,13 @@ class SyncProgress:
                 from rich.markup import escape
 
                 task = self._tasks[name] = progress.add_task(f"  {escape(name)}", total=None, rows="")
-        progress.update(task, advance=size, rows=f"{rows:,} rows")
+        planned = self.planned_rows.get(name)
+        progress.update(task, advance=size, rows=f"{rows:,} rows" if planned is None else f"{rows:,}/{planned:,} rows")
 
     def finish_table(self, name: str, rows: int, size: int) -> None:
         progress = self._progress
         if progress is None:
-            if not self.quiet and size >= BIG_TABLE_LINE:
+            if not self.quiet and (size >= BIG_TABLE_LINE or self.planned_rows.get(name, 0) >= SUBSET_TABLE_LINE):
                 self.phase(f"copied {name}: {rows:,} rows, {size / 1e6:,.1f} MB")
             return
         with self._lock:

@@ -43,6 +43,7 @@ class SyncSummary:
     sequences_set: int = 0
     pseudonym_key: str | None = None  # "server": stable across syncs; "per-sync": stable within this sync only
     leak_scan: dict[str, Any] = field(default_factory=dict)  # tether.sync.leaks.LeakReport.as_dict()
+    subset: dict[str, Any] | None = None  # --subset: rows per table by category, bytes, fraction (subset_report)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -53,6 +54,7 @@ class SyncSummary:
     def lines(self) -> list[str]:
         """The human summary, a few lines."""
         what = {"full": "Full sync", "incremental": "Incremental sync", "unchanged": "Nothing changed"}[self.mode]
+        what += " (subset)" if self.subset is not None else ""
         lines = [f"{what}: {self.source} → {self.dest} in {self.seconds:.1f} s"]
         lines.append(f"  tables: {self.tables} with rows ({self.tables_copied} copied, {self.tables_carried_over} "
                      f"unchanged), {self.tables_schema_only} without rows, {self.tables_excluded} left out")
@@ -76,6 +78,10 @@ class SyncSummary:
                                 else ""))
         else:
             lines.append("  NOT anonymized: the local database holds real personal data")
+        if self.subset is not None:
+            from tether.sync.subset_report import summary_lines
+
+            lines.extend(summary_lines(self.subset))
         if self.changed_tables:
             shown = ", ".join(self.changed_tables[:8]) + (" …" if len(self.changed_tables) > 8 else "")
             lines.append(f"  changed since the last sync: {shown}")

@@ -24,7 +24,7 @@ def configured(c: Context, key: str, value: Any, default: Any) -> Any:
     "repeat": "runs per method; the median is reported (default 3; config bench.repeat)",
     "scale": "dataset size factor: 1 = the issue's 310 tables, 600k rows, 250 MB (default 1; config bench.scale)",
     "methods": "comma-separated subset of: psql, pg_restore, pg_restore_j2, pgcopydb, sync_full, sync_again, "
-               "reset (default: all)",
+               "reset, sync_no_snapshot, sync_subset (default: all)",
     "json": "print the results as JSON instead of a table",
     "keep-servers": "leave the two benchmark servers running afterwards (to inspect them)",
     "profile": "sample pg_stat_activity on both servers and the CPU during each run (adds a little load); "
