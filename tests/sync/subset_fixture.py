@@ -114,6 +114,8 @@ tables:
   shop.customers:
     email: fake_email
     full_name: fake_name
+  shop.employees:
+    name: fake_name
 """
 
 

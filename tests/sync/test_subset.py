@@ -238,7 +238,7 @@ def test_anonymization_applies_inside_the_subset(sync_servers, subset_source, su
     emails = [row[0] for row in execute(dest, "SELECT email FROM shop.customers")]
     assert emails and all(email.startswith("user_") and email.endswith("@example.com") for email in emails)
     assert not set(emails) & {row[0] for row in execute(subset_source, "SELECT email FROM shop.customers")}
-    assert summary.anonymized and {rule["column"] for rule in summary.rules_applied} == {"email", "full_name"}
+    assert summary.anonymized and {rule["column"] for rule in summary.rules_applied} == {"email", "full_name", "name"}
 
 
 def test_resync_and_reset_follow_the_subset(sync_servers, subset_source, subset_options):
