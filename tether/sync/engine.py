@@ -180,6 +180,7 @@ class _Context:
     data_started: float | None = None  # when the row streams started (perf_counter)
     archive_bytes: int = 0  # the size of pg_dump's archive: bytes from the source besides the rows
     held_locks: frozenset[tuple[str, str]] = frozenset()  # (schema, table) the snapshot session has locked
+    review_pending: bool = False  # the personal-column review waits for the tables a re-sync will copy
 
     @property
     def admin(self) -> DatabaseAddress:
@@ -247,7 +248,13 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             subset = _plan_subset(source, snap, catalog, plan, options, progress)
             if subset is not None:
                 plan = subset.apply(plan)
-            if options.anonymize:  # personal columns without a rule, or rules breaking constraints: stop here
+            # Personal columns without a rule, or rules breaking constraints: stop here. A re-sync of the same schema
+            # with the same rules reviews later, and only the tables it will copy (none, when nothing changed): a
+            # new column changes the catalog, and rows that are not copied cannot leak.
+            options_digest = options.digest(rules, anonymization.key_identity)
+            review_later = options.anonymize and _same_as_last_sync(local, dest, options, catalog_digest,
+                                                                     options_digest)
+            if options.anonymize and not review_later:
                 anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
         if not options.anonymize:
             confirm(NO_ANONYMIZE_WARNING, yes=options.yes)
@@ -261,7 +268,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
         context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, anonymization,
                            options.digest(rules, anonymization.key_identity), Path(work_dir),
                            catalog_digest=catalog_digest, source_rtt=source_rtt,
-                           held_locks=frozenset((relation.schema, relation.name) for relation in held))
+                           held_locks=frozenset((relation.schema, relation.name) for relation in held),
+                           review_pending=review_later)
         _fill_plan_summary(context)
         if subset is not None:
             summary.subset = subset_summary(subset)
@@ -311,6 +319,26 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     summary.seconds = time.perf_counter() - started
     summary.phases = phases.seconds
     return summary
+
+
+def _same_as_last_sync(local: LocalServer, dest: DatabaseAddress, options: SyncOptions, catalog_digest: str,
+                       options_digest: str) -> bool:
+    """Whether the last sync into ``dest`` saw this very schema with these very options and rules."""
+    if options.full or not options.snapshot:
+        return False
+    previous = localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database))
+    return (previous is not None and previous.catalog_digest == catalog_digest
+            and previous.options_digest == options_digest)
+
+
+def _review(context: _Context, snap: SourceSnapshot, names: set[str] | None = None) -> None:
+    """The deferred personal-column review (see _sync), over the tables about to be copied; stops the sync."""
+    if not context.review_pending:
+        return
+    context.review_pending = False
+    plan = context.plan if names is None else replace(
+        context.plan, copies=[copy for copy in context.plan.copies if copy.name in names])
+    context.anonymization.enforce(snap.conn, context.source, snap.snapshot_id, context.catalog, plan)
 
 
 def _round_trip(conn: psycopg.Connection) -> float:
@@ -466,6 +494,7 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
     progress, phases, plan = context.progress, context.phases, context.plan
     _, pg_restore = _programs(context)
     try:
+        _review(context, snap)
         if context.archive is None:  # the schema was known unchanged, but this sync must build it anyway
             with phases("schema dump"):
                 _dump_schema(context, snap)
@@ -649,6 +678,8 @@ def _incremental(context: _Context, snap: SourceSnapshot, previous: SyncState, d
         summary.notes.insert(0, "full sync: copying only changed tables needs a superuser on the local server")
         _full(context, snap)
         return
+    if changed:
+        _review(context, snap, set(changed))
     sequences = _read_sequences(context, snap)
     subset_rows = {copy.name: copy.expected_rows for copy in plan.copies if copy.expected_rows is not None}
     tables = {relation.qualified: TableState(subset_rows.get(relation.qualified,
