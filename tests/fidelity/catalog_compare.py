@@ -116,11 +116,13 @@ _CATALOGS: tuple[tuple[str, str, str | None, str | None, str, str], ...] = (
     ("pg_largeobject_metadata", "oid", "lomowner", "lomacl", "true", "''"),
 )
 
+# Some server builds stamp every column with options of their own (`pg_attver=<n>`, different in every database,
+# ignored by ALTER ... SET and left out by pg_dump): they say nothing about what was copied, so they are left out.
 _COLUMNS = """
     SELECT (pg_identify_object('pg_class'::regclass, a.attrelid, a.attnum)).identity,
            concat_ws(' | ', format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity, a.attgenerated,
                      a.attcollation::regcollation, a.attstattarget, a.attstorage, a.attcompression,
-                     a.attoptions::text, a.attfdwoptions::text, a.attislocal, a.attinhcount,
+                     (SELECT array_agg(o ORDER BY o) FROM unnest(a.attoptions) o WHERE o !~ '^pg_')::text, a.attfdwoptions::text, a.attislocal, a.attinhcount,
                      rank() OVER (PARTITION BY a.attrelid ORDER BY a.attnum)),
            a.attacl::text,
            col_description(a.attrelid, a.attnum),
