@@ -158,6 +158,49 @@ def test_sessions_kicked_on_every_attempt_are_all_counted(pg_server, monkeypatch
     pg_server.drop_database(target)
 
 
+def test_a_session_still_exiting_when_the_next_attempt_looks_is_counted_once(pg_server, monkeypatch):
+    """A terminated session stays in pg_stat_activity until it has exited: the retry sees it again."""
+    admin, target = pg_server.admin, _unique("swap_linger")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    client = psycopg.connect(admin.with_database(target).conninfo())
+    client_pid = client.info.backend_pid
+    real_terminate = swap.terminate_sessions
+    seen: list[set[int]] = []
+
+    def still_listed(conn, database):
+        kicked = real_terminate(conn, database)
+        if database == target:
+            if not seen:
+                kicked = kicked | {client_pid}
+                seen.append(kicked)
+                raise_in_use_once.append(True)
+            else:
+                kicked = kicked | {client_pid}  # listed again while it exits
+                seen.append(kicked)
+        return kicked
+
+    raise_in_use_once: list[bool] = []
+    real_execute = psycopg.Connection.execute
+
+    def rename_fails_once(self, query, *args, **kwargs):
+        if raise_in_use_once and "RENAME" in str(getattr(query, "as_string", lambda _: query)(self)):
+            raise_in_use_once.clear()
+            raise psycopg.errors.ObjectInUse("database is being accessed by other users")
+        return real_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(swap, "terminate_sessions", still_listed)
+    monkeypatch.setattr(swap.time, "sleep", lambda _: None)
+    monkeypatch.setattr(psycopg.Connection, "execute", rename_fails_once)
+    try:
+        assert swap.swap_in(admin, scratch, target) == 1
+    finally:
+        client.close()
+    assert len(seen) == 2 and _marker(admin, target) == "new"
+    pg_server.drop_database(target)
+
+
 def test_cleanup_drops_exactly_the_dead_leftovers_of_its_target_and_purposes(pg_server):
     admin = pg_server.admin
     target = _unique("swap_left")

@@ -78,13 +78,18 @@ def cleanup_leftovers(admin: DatabaseAddress, target: str, purposes: tuple[str, 
     return dropped
 
 
-def terminate_sessions(conn: psycopg.Connection, database: str) -> int:
-    """Disconnect every other session on ``database``; returns how many were told to go."""
+def terminate_sessions(conn: psycopg.Connection, database: str) -> set[int]:
+    """Disconnect every other session on ``database``; returns the process ids told to go.
+
+    Ids, not a count: a session told to go stays listed until it has exited, so a caller that tries again
+    soon after sees it a second time and must not count it twice.
+    """
     rows = conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        # In the select list, not the WHERE clause: there the planner may call it before excluding our own pid.
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         (database,),
     ).fetchall()
-    return len(rows)
+    return {pid for pid, told in rows if told}
 
 
 def swap_names(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> tuple[int, str | None]:
@@ -94,10 +99,10 @@ def swap_names(admin: DatabaseAddress, scratch: str, target: str, *, attempts: i
     target's name. Sessions on the old target are terminated first (they could not survive a rename).
     Returns (sessions disconnected, the retired database's name, or None when there was no target).
     """
-    disconnected = 0
+    disconnected: set[int] = set()
     with _admin_connect(admin) as conn:
         for attempt in range(attempts):
-            disconnected += terminate_sessions(conn, target)
+            disconnected |= terminate_sessions(conn, target)
             terminate_sessions(conn, scratch)
             try:
                 with conn.transaction():
@@ -108,7 +113,7 @@ def swap_names(admin: DatabaseAddress, scratch: str, target: str, *, attempts: i
                             sql.Identifier(target), sql.Identifier(retired)))
                     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                         sql.Identifier(scratch), sql.Identifier(target)))
-                return disconnected, retired
+                return len(disconnected), retired
             except psycopg.errors.ObjectInUse:
                 # A client reconnected between terminate and rename; try again shortly.
                 time.sleep(0.05 * (attempt + 1))
