@@ -8,6 +8,7 @@ source sessions) and :meth:`Anonymization.scan_for_leaks` (after the copy, befor
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,12 @@ class Anonymization:
     def review(self, snapshot: psycopg.Connection, source: DatabaseAddress, snapshot_id: str,
                catalog: SourceCatalog, plan: SyncPlan, rows: int = pii.SAMPLE_ROWS) -> RulesReport:
         assert self.key is not None
-        with keyed_session(source, snapshot_id, self.key) as keyed:
+        key = self.key
+        with contextlib.ExitStack() as sessions:
+            # Opened by the review's second thread, while the first samples on the snapshot session.
+            def keyed() -> psycopg.Connection:
+                return sessions.enter_context(keyed_session(source, snapshot_id, key))
+
             return review(snapshot, keyed, catalog, plan, self.rules, self.resolved, self.facts, source.masked_url(),
                           rows)
 

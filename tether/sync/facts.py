@@ -72,7 +72,9 @@ def read_facts(conn: psycopg.Connection, oids: Sequence[int]) -> SourceFacts:
     oids = list(oids)
     facts = SourceFacts()
     names: dict[tuple[int, int], str] = {}
-    for row in conn.execute("""
+    nulls = ("i.indnullsnotdistinct" if int(conn.info.server_version) >= 150000 else "false")
+    queries = (
+        """
             SELECT a.attrelid, a.attname, a.attnum, t.typtype = 'd',
                    CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
                    coalesce(bt.typname, t.typname), et.typname, et.typcategory,
@@ -83,15 +85,8 @@ def read_facts(conn: psycopg.Connection, oids: Sequence[int]) -> SourceFacts:
             LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
             LEFT JOIN pg_type et ON coalesce(bt.typcategory, t.typcategory) = 'A'
                                 AND et.oid = coalesce(bt.typelem, t.typelem)
-            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped""", (oids,)):
-        table, name, number, domain, typmod, base, element, element_category, element_sql = row
-        sized = (base in ("varchar", "bpchar") or element in ("varchar", "bpchar")) and typmod is not None
-        length = typmod - 4 if sized and typmod > 4 else None
-        facts.columns[(table, name)] = ColumnFacts(number, length, bool(domain), element, element_category,
-                                                   element_sql)
-        names[(table, number)] = name
-    nulls = ("i.indnullsnotdistinct" if int(conn.info.server_version) >= 150000 else "false")
-    for row in conn.execute(f"""
+            WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped""",
+        f"""
             SELECT i.indrelid, c.relname, i.indkey::int2[], i.indnkeyatts,
                    ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) AS k),
                    ARRAY(SELECT DISTINCT d.refobjsubid::int FROM pg_depend d
@@ -99,39 +94,55 @@ def read_facts(conn: psycopg.Connection, oids: Sequence[int]) -> SourceFacts:
                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid AND d.refobjsubid > 0),
                    pg_get_expr(i.indpred, i.indrelid), {nulls}
             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-            WHERE i.indisunique AND i.indrelid = ANY(%s)""", (oids,)):  # noqa: S608 - nulls: a fixed column
-        table, name, indkey, key_count, key_texts, referenced, predicate, nulls_not_distinct = row
-        keys = tuple(names.get((table, number)) if number else None for number in list(indkey)[:key_count])
-        read = {names[(table, number)] for number in referenced if (table, number) in names}
-        read |= {key for key in keys if key}
-        facts.unique_indexes.setdefault(table, []).append(UniqueIndex(
-            table, name, keys, tuple(key_texts), tuple(sorted(read)), predicate, bool(nulls_not_distinct)))
-    for table, name, definition, columns in conn.execute("""
+            WHERE i.indisunique AND i.indrelid = ANY(%s)""",  # noqa: S608 - nulls: a fixed column
+        """
             SELECT c.conrelid, c.conname, pg_get_constraintdef(c.oid, true),
                    ARRAY(SELECT a.attname FROM pg_attribute a
                          WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey))
-            FROM pg_constraint c WHERE c.contype = 'c' AND c.conrelid = ANY(%s)""", (oids,)):
-        match = _CHECK.match(definition)
-        if match and not match.group("not_valid"):  # a NOT VALID check may already fail on old rows
-            facts.checks.setdefault(table, []).append(
-                CheckConstraint(table, name, match.group("expression"), tuple(columns)))
-    for table, definition, columns in conn.execute("""
+            FROM pg_constraint c WHERE c.contype = 'c' AND c.conrelid = ANY(%s)""",
+        """
             SELECT p.partrelid, pg_get_partkeydef(p.partrelid),
                    ARRAY(SELECT a.attname FROM pg_attribute a
                          WHERE a.attrelid = p.partrelid AND a.attnum = ANY(p.partattrs::int2[]))
-            FROM pg_partitioned_table p WHERE p.partrelid = ANY(%s)""", (oids,)):
-        facts.partition_keys[table] = (set(columns), definition)
-    for name, table, columns, references, referenced in conn.execute("""
+            FROM pg_partitioned_table p WHERE p.partrelid = ANY(%s)""",
+        """
             SELECT c.conname, c.conrelid,
                    ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY AS k(number, position)
                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.number ORDER BY k.position),
                    c.confrelid,
                    ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY AS k(number, position)
                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.number ORDER BY k.position)
-            FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = ANY(%s)""", (oids,)):
+            FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = ANY(%s)""",
+        "SELECT oid, reltuples FROM pg_class WHERE oid = ANY(%s)",
+    )
+    # Sent together, one round trip instead of six (production may be far away).
+    with conn.pipeline():
+        cursors = [conn.execute(query, (oids,)) for query in queries]
+        rows = [cursor.fetchall() for cursor in cursors]
+    for row in rows[0]:
+        table, name, number, domain, typmod, base, element, element_category, element_sql = row
+        sized = (base in ("varchar", "bpchar") or element in ("varchar", "bpchar")) and typmod is not None
+        length = typmod - 4 if sized and typmod > 4 else None
+        facts.columns[(table, name)] = ColumnFacts(number, length, bool(domain), element, element_category,
+                                                   element_sql)
+        names[(table, number)] = name
+    for row in rows[1]:
+        table, name, indkey, key_count, key_texts, referenced, predicate, nulls_not_distinct = row
+        keys = tuple(names.get((table, number)) if number else None for number in list(indkey)[:key_count])
+        read = {names[(table, number)] for number in referenced if (table, number) in names}
+        read |= {key for key in keys if key}
+        facts.unique_indexes.setdefault(table, []).append(UniqueIndex(
+            table, name, keys, tuple(key_texts), tuple(sorted(read)), predicate, bool(nulls_not_distinct)))
+    for table, name, definition, columns in rows[2]:
+        match = _CHECK.match(definition)
+        if match and not match.group("not_valid"):  # a NOT VALID check may already fail on old rows
+            facts.checks.setdefault(table, []).append(
+                CheckConstraint(table, name, match.group("expression"), tuple(columns)))
+    for table, definition, columns in rows[3]:
+        facts.partition_keys[table] = (set(columns), definition)
+    for name, table, columns, references, referenced in rows[4]:
         facts.foreign_keys.append(ForeignKeyColumns(name, table, tuple(columns), references, tuple(referenced)))
-    facts.estimated_rows = {int(oid): float(rows) for oid, rows in conn.execute(
-        "SELECT oid, reltuples FROM pg_class WHERE oid = ANY(%s)", (oids,))}
+    facts.estimated_rows = {int(oid): float(estimate) for oid, estimate in rows[5]}
     return facts
 
 

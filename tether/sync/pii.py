@@ -468,13 +468,15 @@ def sample_content(conn: psycopg.Connection, targets: Iterable[tuple[Relation, S
     parts = [_sample_query(relation, columns, sample_clause(estimated_rows.get(relation.oid, 0.0), rows), rows)
              for relation, columns in targets if columns]
     found: dict[tuple[int, str], ContentCounts] = {}
-    with jit_off(conn):
-        for start in range(0, len(parts), TABLES_PER_QUERY):
-            for row in conn.execute(_classify_query(parts[start:start + TABLES_PER_QUERY])):
-                oid, name, values, *numbers = row
-                whole = {detector.key: int(numbers[2 * index]) for index, detector in enumerate(DETECTORS)}
-                inside = {detector.key: int(numbers[2 * index + 1]) for index, detector in enumerate(DETECTORS)}
-                found[(int(oid), str(name))] = ContentCounts(int(values), whole, inside)
+    # The queries travel together (one round trip, not one each: production may be far away).
+    with jit_off(conn), conn.pipeline():
+        cursors = [conn.execute(_classify_query(parts[start:start + TABLES_PER_QUERY]))
+                   for start in range(0, len(parts), TABLES_PER_QUERY)]
+        rows_found = [row for cursor in cursors for row in cursor.fetchall()]
+    for oid, name, values, *numbers in rows_found:
+        whole = {detector.key: int(numbers[2 * index]) for index, detector in enumerate(DETECTORS)}
+        inside = {detector.key: int(numbers[2 * index + 1]) for index, detector in enumerate(DETECTORS)}
+        found[(int(oid), str(name))] = ContentCounts(int(values), whole, inside)
     return found
 
 
@@ -486,9 +488,10 @@ def jit_off(conn: psycopg.Connection) -> Iterator[None]:
     about 90 ms compiling each query that then runs in a few milliseconds.
     """
     local = conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-    row = conn.execute("SELECT current_setting('jit')").fetchone()
+    # One round trip: the subquery's row (the setting as it was) is made before the outer set_config runs.
+    row = conn.execute("SELECT previous, set_config('jit', 'off', %s) "
+                       "FROM (SELECT current_setting('jit') AS previous OFFSET 0) AS setting", (local,)).fetchone()
     previous = str(row[0]) if row else "on"
-    conn.execute("SELECT set_config('jit', 'off', %s)", (local,))
     try:
         yield
     finally:

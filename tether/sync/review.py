@@ -7,7 +7,8 @@ what ``invoke sync-prod --check-rules`` prints (``--json`` for CI), without copy
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,7 +196,8 @@ def _content_suggestion(column: Column, detectors: Sequence[pii.Detector]) -> st
     return "hash"
 
 
-def review(snapshot: psycopg.Connection, keyed: psycopg.Connection, catalog: SourceCatalog, plan: SyncPlan,
+def review(snapshot: psycopg.Connection, keyed: psycopg.Connection | Callable[[], psycopg.Connection],
+           catalog: SourceCatalog, plan: SyncPlan,
            rules: RuleSet, resolved: Mapping[int, Mapping[str, ResolvedRule]], facts: SourceFacts,
            source: str, rows: int = pii.SAMPLE_ROWS) -> RulesReport:
     """Everything the rules must pass before a row moves, as one report.
@@ -206,16 +208,27 @@ def review(snapshot: psycopg.Connection, keyed: psycopg.Connection, catalog: Sou
     report = RulesReport(source=source, rules_file=rules.origin, rows_sampled_per_table=rows)
     if anonymizes_nothing(rules):
         report.problems.append("the rules anonymize nothing (no rule, or only `keep`): a sync would refuse them")
-    report.findings, report.tables_checked, report.columns_checked = find_unreviewed(snapshot, catalog, plan,
-                                                                                     resolved, rows)
+    copied = [copy.relation for copy in plan.copies]
+    static, scans = static_conflicts(catalog, facts, resolved, copied)
+
+    def keyed_checks() -> tuple[list[str], list[dict[str, Any]]]:
+        if not scans and not rules.quasi_identifiers:
+            return [], []  # nothing to evaluate on the rules' output: no need to connect
+        session = keyed() if callable(keyed) else keyed
+        return run_pre_scans(session, scans, resolved), k_anonymity(session, catalog, rules, resolved)
+
+    # The two sessions work at once: the content sample on the snapshot session, the constraint and k-anonymity
+    # scans on the keyed one (which, when given as a callable, connects meanwhile: round trips to production).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-keyed") as pool:
+        keyed_results = pool.submit(keyed_checks)
+        report.findings, report.tables_checked, report.columns_checked = find_unreviewed(snapshot, catalog, plan,
+                                                                                         resolved, rows)
+        pre_scan_problems, report.k_anonymity = keyed_results.result()
     keys, notes = unreviewed_keys(catalog, plan, resolved, facts)
     report.findings.extend(keys)
     report.notes.extend(notes)
-    copied = [copy.relation for copy in plan.copies]
-    static, scans = static_conflicts(catalog, facts, resolved, copied)
     report.problems.extend(static)
-    report.problems.extend(run_pre_scans(keyed, scans, resolved))
-    report.k_anonymity = k_anonymity(keyed, catalog, rules, resolved)
+    report.problems.extend(pre_scan_problems)
     report.problems.extend(f"{group['table']} ({', '.join(group['columns'])}): the smallest group of people sharing "
                            f"these values once anonymized has {group['smallest_group']} row(s), below the "
                            f"min_group of {group['min_group']}; generalize them further (generalize: year, "
