@@ -24,7 +24,7 @@ from tether.sync.catalog import Relation, SourceCatalog, read_catalog
 from tether.sync.expressions import ResolvedRule
 from tether.sync.facts import SourceFacts, read_facts
 from tether.sync.keys import KEY_SCHEMA, KEY_TABLE, PseudonymKey, detect_key, is_key_table, keyed_session
-from tether.sync.leaks import LeakReport, leak_scan
+from tether.sync.leaks import LeakReport, SourceSamples, leak_scan, sample_source
 from tether.sync.plan import Selection, SyncPlan, build_plan
 from tether.sync.review import RulesReport, review, unreviewed_message
 from tether.sync.rules import NO_RULES, RuleSet, default_rules_path, load_rules
@@ -104,14 +104,30 @@ class Anonymization:
         keyed = {relation.qualified for relation in relations if relation.oid in keyed_tables(self.resolved)}
         return sorted(set(changed) | keyed) if keyed & set(changed) else list(changed)
 
+    def _ruled(self, tables: Sequence[Relation]) -> list[tuple[Relation, Mapping[str, ResolvedRule]]]:
+        return [(relation, self.resolved[relation.oid]) for relation in tables if self.resolved.get(relation.oid)]
+
+    def sample_for_leaks(self, source: DatabaseAddress, snapshot_id: str,
+                         tables: Sequence[Relation]) -> SourceSamples | None:
+        """The source's side of the leak scan over ``tables``, in the snapshot: a full sync takes it while the rows
+        travel, so that the scan after the copy needs no round trip to production."""
+        if self.key is None:
+            return None
+        with keyed_session(source, snapshot_id, self.key) as keyed:
+            return sample_source(keyed, self._ruled(tables), self.facts)
+
     def scan_for_leaks(self, source: DatabaseAddress, snapshot_id: str, local: psycopg.Connection,
-                       tables: Sequence[Relation]) -> LeakReport:
-        """The leak scan over the copied ``tables`` (``local`` in a transaction); raises when a value leaked."""
+                       tables: Sequence[Relation], samples: SourceSamples | None = None) -> LeakReport:
+        """The leak scan over the copied ``tables`` (``local`` in a transaction); raises when a value leaked.
+        ``samples``: the source's side, taken earlier by ``sample_for_leaks`` for the same tables."""
         if self.key is None:
             return LeakReport()
-        ruled = [(relation, self.resolved[relation.oid]) for relation in tables if self.resolved.get(relation.oid)]
-        with keyed_session(source, snapshot_id, self.key) as keyed:
-            report = leak_scan(keyed, local, ruled, self.facts)
+        ruled = self._ruled(tables)
+        if samples is not None:
+            report = leak_scan(samples, local, ruled, self.facts)
+        else:
+            with keyed_session(source, snapshot_id, self.key) as keyed:
+                report = leak_scan(keyed, local, ruled, self.facts)
         report.raise_on_leaks()
         return report
 

@@ -519,6 +519,11 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
     scratch_address = _scratch_address(context, scratch)
     builder: IndexBuilder | None = None
     second_wave: Future[bool] | None = None
+    # The leak scan's source side is taken while the rows travel: after the copy, it then needs no round trip.
+    sampler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-leak-sample")
+    leak_samples = sampler.submit(context.anonymization.sample_for_leaks, context.source, snap.snapshot_id,
+                                  [copy.relation for copy in plan.copies])
+    sampler.shutdown(wait=False)
     assert context.order is not None
     main = context.order.main
     try:
@@ -585,7 +590,8 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         _restore_large_objects(context, scratch_address, main)
         with phases("leak scan"), connect_local(scratch_address) as conn, conn.transaction():
             context.summary.leak_scan = context.anonymization.scan_for_leaks(
-                context.source, snap.snapshot_id, conn, [copy.relation for copy in plan.copies]).as_dict()
+                context.source, snap.snapshot_id, conn, [copy.relation for copy in plan.copies],
+                leak_samples.result()).as_dict()
         sequences = _read_sequences(context, snap)
         fingerprints = _fingerprints(context, snap, None, [copy.relation for copy in plan.copies])
         snap.conn.close()  # the source is no longer needed: release its snapshot now
@@ -616,6 +622,8 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
         _install(context, scratch, state)
     except BaseException:
         streams.abort()
+        with contextlib.suppress(BaseException):
+            leak_samples.result()  # reads in the snapshot: done before the snapshot closes
         if second_wave is not None:
             with contextlib.suppress(BaseException):
                 second_wave.result()

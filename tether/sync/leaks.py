@@ -112,17 +112,22 @@ def chance(rule: ResolvedRule) -> float:
 def stable_text(conn: psycopg.Connection) -> Iterator[None]:
     """TEXT_SETTINGS for the open transaction, then the session's own again."""
     names = list(TEXT_SETTINGS)
-    row = conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-        sql.SQL("current_setting({})").format(sql.Literal(name)) for name in names))).fetchone()
+    # One round trip each way (production may be far away): the subquery's row, the settings as they were, is
+    # made before the outer set_config calls run.
+    row = conn.execute(sql.SQL("SELECT was.*, {} FROM (SELECT {} OFFSET 0) AS was").format(
+        _set_all(TEXT_SETTINGS),
+        sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(name)) for name in names))).fetchone()
     previous = dict(zip(names, row or (), strict=False))
-    for name, value in TEXT_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (name, value))
     try:
         yield
     finally:
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-            for name, value in previous.items():
-                conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS and previous:
+            conn.execute(sql.SQL("SELECT {}").format(_set_all(previous)))
+
+
+def _set_all(settings: Mapping[str, str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("set_config({}, {}, true)").format(sql.Literal(name), sql.Literal(value))
+                              for name, value in settings.items())
 
 
 @dataclass(frozen=True)
@@ -211,16 +216,43 @@ def _row_key(relation: Relation, indexes: Sequence[UniqueIndex], rules: Mapping[
     return min(usable)[2] if usable else None
 
 
-def leak_scan(source: psycopg.Connection, local: psycopg.Connection,
+@dataclass(frozen=True)
+class SourceSamples:
+    """The source's side of a leak scan: digests of sampled rows, taken in the snapshot (while the copy runs, in a
+    full sync), salted with ``nonce``, which the copy's side must use too."""
+
+    nonce: str
+    rows: dict[int, list[tuple[Any, ...]]]  # table oid -> (key..., digests...) rows
+
+
+def sample_source(source: psycopg.Connection, tables: Sequence[tuple[Relation, Mapping[str, ResolvedRule]]],
+                  facts: SourceFacts) -> SourceSamples:
+    """The source's sample for every table ``leak_scan`` compares; ``source`` is a keyed session in the snapshot,
+    inside a transaction. The queries travel together: one round trip, however many tables."""
+    nonce = secrets.token_hex(16)
+    queries: dict[int, sql.Composed] = {}
+    for relation, rules in tables:
+        checks, _ = _checks(relation, rules, nonce)
+        key = _row_key(relation, facts.unique_indexes.get(relation.oid, []), rules)
+        if key is not None and checks:
+            queries[relation.oid] = _source_query(relation, key, rules, checks, facts)
+    with stable_text(source), source.pipeline():
+        cursors = {oid: source.execute(query) for oid, query in queries.items()}
+        rows = {oid: cursor.fetchall() for oid, cursor in cursors.items()}
+    return SourceSamples(nonce, rows)
+
+
+def leak_scan(source: psycopg.Connection | SourceSamples, local: psycopg.Connection,
               tables: Sequence[tuple[Relation, Mapping[str, ResolvedRule]]], facts: SourceFacts) -> LeakReport:
-    """Compare a sample of every ruled column of ``tables`` in ``local`` with ``source`` (a keyed session in the
-    snapshot). Both connections must be inside a transaction; their settings are restored afterwards.
+    """Compare a sample of every ruled column of ``tables`` in ``local`` with the source: ``source`` is a keyed
+    session in the snapshot, or its samples taken earlier by ``sample_source`` for these tables. Connections must
+    be inside a transaction; their settings are restored afterwards.
     """
     report = LeakReport()
-    nonce = secrets.token_hex(16)
-    with stable_text(source), stable_text(local):
+    samples = source if isinstance(source, SourceSamples) else sample_source(source, tables, facts)
+    with stable_text(local):
         for relation, rules in tables:
-            checks, skipped = _checks(relation, rules, nonce)
+            checks, skipped = _checks(relation, rules, samples.nonce)
             report.not_checked.extend(skipped)
             if not checks:
                 continue
@@ -234,7 +266,7 @@ def leak_scan(source: psycopg.Connection, local: psycopg.Connection,
                     continue
                 report.columns.extend(_scrub_only(local, relation, checks))
                 continue
-            report.rows_sampled += _compare(source, local, relation, key, rules, checks, facts, report)
+            report.rows_sampled += _compare(samples.rows.get(relation.oid, []), local, relation, key, checks, report)
     return report
 
 
@@ -251,16 +283,19 @@ def _scrub_only(local: psycopg.Connection, relation: Relation, checks: Sequence[
     return results
 
 
-def _compare(source: psycopg.Connection, local: psycopg.Connection, relation: Relation, key: tuple[str, ...],
-             rules: Mapping[str, ResolvedRule], checks: Sequence[_Check], facts: SourceFacts,
-             report: LeakReport) -> int:
+def _source_query(relation: Relation, key: tuple[str, ...], rules: Mapping[str, ResolvedRule],
+                  checks: Sequence[_Check], facts: SourceFacts) -> sql.Composed:
+    """Rows of (the key as the copy holds it, the digest of each checked value) from a sample of the source."""
     key_sql = [sql.SQL("({})::text").format(column_sql(rules[name], sql.Identifier(name)) if name in rules
                                             else sql.Identifier(name)) for name in key]
     source_values = [check.source for check in checks if check.source is not None]
-    query = sql.SQL("SELECT {} FROM ONLY {}{} LIMIT {}").format(
+    return sql.SQL("SELECT {} FROM ONLY {}{} LIMIT {}").format(
         sql.SQL(", ").join([*key_sql, *source_values]), relation.identifier,
         sample_clause(facts.estimated_rows.get(relation.oid, 0.0)), sql.Literal(SAMPLE_ROWS))
-    sampled = source.execute(query).fetchall()
+
+
+def _compare(sampled: Sequence[tuple[Any, ...]], local: psycopg.Connection, relation: Relation,
+             key: tuple[str, ...], checks: Sequence[_Check], report: LeakReport) -> int:
     if not sampled:
         return 0
     width = len(key)
