@@ -135,8 +135,9 @@ def _child_setup(parent: int) -> Callable[[], None]:
 
 def run_with_progress(argv: Sequence[str], env: dict[str, str], what: str, *, hint: str = "",
                       poll: Callable[[], int] | None = None, on_progress: ProgressCallback | None = None,
-                      secrets: Sequence[str | None] = ()) -> None:
-    """Run ``argv`` to completion, reporting ``poll()`` every so often; a non-zero exit is ``CommandFailed``."""
+                      secrets: Sequence[str | None] = (), advice: Callable[[str], str] | None = None) -> None:
+    """Run ``argv`` to completion, reporting ``poll()`` every so often; a non-zero exit is ``CommandFailed``
+    (``advice`` turns the program's error output into a sentence for the user, put before ``hint``)."""
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=stderr, preexec_fn=_child_setup(os.getpid()))
@@ -155,7 +156,20 @@ def run_with_progress(argv: Sequence[str], env: dict[str, str], what: str, *, hi
         stderr.seek(0)
         errors = stderr.read().decode("utf-8", "replace")
     if returncode != 0:
-        raise CommandFailed(what, returncode, mask_text(errors, secrets), hint)
+        told = advice(errors) if advice is not None else ""
+        raise CommandFailed(what, returncode, mask_text(errors, secrets), " ".join(filter(None, (told, hint))))
+
+
+def dump_advice(errors: str) -> str:
+    """What to do about a pg_dump failure whose cause a user may not recognise from pg_dump's own words."""
+    if "row-level security" in errors:
+        return ("The role is subject to row-level security on that table, so it cannot read every row, and a dump "
+                "of only the rows it may see would be an incomplete backup (pg_dump refuses rather than make one). "
+                "Dump as the table's owner, a superuser, or a role with BYPASSRLS.")
+    if "permission denied" in errors:
+        return ("The role cannot read everything in the database. Dump as a role that can (the database owner, or "
+                "one granted SELECT on every table and sequence, e.g. a member of pg_read_all_data).")
+    return ""
 
 
 def _program_version(program: Path) -> tuple[str, int]:
@@ -241,7 +255,7 @@ def dump_database(address: DatabaseAddress, label: str, options: pgtools.DumpOpt
     try:
         run_with_progress(argv, env, f"pg_dump of {address.masked_url()}", poll=lambda: manifests.size_of(partial),
                           on_progress=on_progress, secrets=[address.password],
-                          hint="Nothing was written to dumps/; the database was only read.")
+                          hint="Nothing was written to dumps/; the database was only read.", advice=dump_advice)
         manifests.restrict(partial)
         size = manifests.size_of(partial)
         checksum = manifests.sha256_of(partial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import socket
@@ -293,3 +294,30 @@ def test_unreachable_server_is_one_clear_message(dumps_path):
         dumps.dump_database(address, "dev")
     assert "Cannot connect to postgresql://app:********@127.0.0.1" in failure.value.message
     assert "pw-not-shown" not in failure.value.message
+
+
+def test_a_role_under_row_level_security_gets_a_refusal_that_says_what_to_do(pg_db, dumps_path):
+    """pg_dump refuses rather than dump only the rows a policy lets the role see; the user learns why and how on."""
+    role, password = f"reader_{uuid.uuid4().hex[:8]}", "pw-not-shown-" + uuid.uuid4().hex[:6]
+    setup = (f"CREATE ROLE {role} LOGIN PASSWORD '{password}'; CREATE TABLE guarded (a int); "  # noqa: S608
+             "INSERT INTO guarded VALUES (1), (-1); ALTER TABLE guarded ENABLE ROW LEVEL SECURITY; "
+             f"CREATE POLICY positive ON guarded USING (a > 0); GRANT SELECT ON guarded TO {role}")
+    execute(pg_db, setup)
+    reader = dataclasses.replace(pg_db, user=role, password=password)
+    try:
+        with pytest.raises(CommandFailed) as failure:
+            dumps.dump_database(reader, "dev")
+        message = failure.value.message
+        assert "row-level security" in message and "BYPASSRLS" in message
+        assert "an incomplete backup" in message and "Nothing was written to dumps/" in message
+        assert password not in message
+        assert not list(dumps_path.iterdir())
+    finally:
+        execute(pg_db, f"DROP TABLE guarded; DROP ROLE {role}")
+
+
+def test_dump_advice_names_the_cause_or_stays_silent():
+    rls = 'ERROR:  query would be affected by row-level security policy for table "s"'
+    assert "BYPASSRLS" in dumps.dump_advice(rls)
+    assert "pg_read_all_data" in dumps.dump_advice("ERROR:  permission denied for table t")
+    assert dumps.dump_advice("pg_dump: error: connection to server failed") == ""
