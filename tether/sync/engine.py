@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -221,8 +221,9 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                           snapshot_database=localdb.snapshot_name(dest.database) if options.snapshot else None,
                           anonymized=options.anonymize,
                           jobs=options.jobs)
-    # Shut down before the snapshot closes: a change detection started early reads in that snapshot.
+    # Exits in reverse: an early change detection ends, then its sessions close, then the snapshot.
     with private_workdir("sync") as work_dir, exported_snapshot(source) as snap, \
+            _warm_sessions(source, snap, options.jobs if _may_detect_early(options, local, dest) else 0) as warm, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-detect") as detector:
         early_changes: Future[_Changes] | None = None
         with phases("plan"):
@@ -244,14 +245,15 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             options_digest = options.digest(rules, anonymization.key_identity)
             previous = (None if options.full or not options.snapshot
                         else localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)))
-            if (options.yes and options.subset is None and previous is not None
-                    and previous.catalog_digest == catalog_digest and previous.options_digest == options_digest):
+            if (warm and previous is not None and previous.catalog_digest == catalog_digest
+                    and previous.options_digest == options_digest):
                 # Same schema, same options: most likely nothing to copy, and the scan for changes decides. It
-                # starts now, the tables locked, instead of after the rest of the plan (a tenth of a second per
-                # few round trips when production is far away). Not before a prompt: the user has not agreed yet.
+                # starts now, the tables locked, instead of after the rest of the plan, on sessions opened while
+                # the catalog was read (each costs round trips when production is far away).
                 early_changes = detector.submit(
                     _detect_changes, source, dest, snap, previous,
-                    [catalog.relations[copy.relation.oid] for copy in plan.copies], options.jobs, progress, phases)
+                    [catalog.relations[copy.relation.oid] for copy in plan.copies], options.jobs, progress, phases,
+                    warm)
             source_rtt = _round_trip(snap.conn)
             # Across a network the bytes decide: the big tables go as text where that is smaller.
             big = [catalog.relations[copy.relation.oid] for copy in plan.copies if copy.binary]
@@ -664,6 +666,37 @@ class _Changes:
     local_reason: str
 
 
+def _may_detect_early(options: SyncOptions, local: LocalServer, dest: DatabaseAddress) -> bool:
+    """Whether this sync may scan for changes before the plan is done: a re-sync (there is a snapshot of an earlier
+    sync) of everything, never before a prompt (the user has not agreed to anything yet)."""
+    if not options.yes or options.full or not options.snapshot or options.subset is not None:
+        return False
+    return localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)) is not None
+
+
+@contextmanager
+def _warm_sessions(source: DatabaseAddress, snap: SourceSnapshot, count: int) -> Iterator[list[Future[Any]]]:
+    """``count`` sessions to the source joined to the snapshot, opening in the background; closed at the end
+    (the ones a scan took are closed already)."""
+    if count < 1:
+        yield []
+        return
+
+    def joined() -> psycopg.Connection:
+        conn = connect_source(source)
+        join_snapshot(conn, snap.snapshot_id)
+        return conn
+
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="sync-warm") as opener:
+        sessions = [opener.submit(joined) for _ in range(count)]
+        try:
+            yield sessions
+        finally:
+            for session in sessions:
+                with contextlib.suppress(BaseException):
+                    session.result().close()
+
+
 def _detection_arguments(context: _Context, snap: SourceSnapshot,
                          previous: SyncState) -> tuple[Any, ...]:
     return (context.source, context.dest, snap, previous, [copy.relation for copy in context.plan.copies],
@@ -671,12 +704,14 @@ def _detection_arguments(context: _Context, snap: SourceSnapshot,
 
 
 def _detect_changes(source: DatabaseAddress, dest: DatabaseAddress, snap: SourceSnapshot, previous: SyncState,
-                    relations: list[Relation], jobs: int, progress: SyncProgress, phases: _Phases) -> _Changes:
+                    relations: list[Relation], jobs: int, progress: SyncProgress, phases: _Phases,
+                    sessions: Sequence[Future[Any]] = ()) -> _Changes:
     """Fingerprint every source table in the snapshot while checking whether the local copy was touched."""
     progress.phase(f"looking for changes since {previous.synced_at} ({len(relations)} tables)")
     with phases("change detection"), ThreadPoolExecutor(max_workers=1) as pool:
         local_check = pool.submit(local_unchanged, dest, previous, jobs)
-        fingerprints = fingerprint_tables(source, snap.snapshot_id, snap.xids, previous.horizon, relations, jobs)
+        fingerprints = fingerprint_tables(source, snap.snapshot_id, snap.xids, previous.horizon, relations, jobs,
+                                          sessions)
         unchanged_locally, local_reason = _local_result(local_check)
     return _Changes(fingerprints, unchanged_locally, local_reason)
 

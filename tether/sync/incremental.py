@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,15 +155,24 @@ def _rows(conn: psycopg.Connection, query: sql.Composed) -> list[tuple[Any, ...]
 
 
 def fingerprint_tables(source: DatabaseAddress, snapshot_id: str, xids: XidSnapshot, previous_horizon: int | None,
-                       relations: Sequence[Relation], jobs: int) -> dict[str, Fingerprint]:
-    """Scan ``relations`` in the snapshot (in parallel) and fingerprint their rows."""
+                       relations: Sequence[Relation], jobs: int,
+                       sessions: Sequence[Future[psycopg.Connection]] = ()) -> dict[str, Fingerprint]:
+    """Scan ``relations`` in the snapshot (in parallel) and fingerprint their rows; ``sessions``: connections to
+    the source already joined to the snapshot (opened while the catalog was read), used before opening more."""
     new = window_condition(xids, xids.xmin)
     assert new is not None
     old = window_condition(xids, previous_horizon) if previous_horizon is not None else None
     queries = batched((relation.qualified, fingerprint_query(relation, old, new), relation.bytes)
                       for relation in relations)
 
+    ready = list(sessions)
+    taking = threading.Lock()
+
     def open_session() -> psycopg.Connection:
+        with taking:
+            warm = ready.pop() if ready else None
+        if warm is not None:
+            return warm.result()
         conn = connect_source(source)
         join_snapshot(conn, snapshot_id)
         return conn
