@@ -97,6 +97,7 @@ def running_apps(env_project: EnvProject, node: str, node_app_dir: Path, tmp_pat
         "SQLAlchemy engine": [sys.executable, str(APPS_DIR / "engine_app.py"), str(stop_file)],
         "node-postgres": [node, str(node_app_dir / "pg_app.mjs"), str(NODE_MODULE), str(stop_file)],
     }
+    sync_env_files()  # `invoke env` before the apps start: an app started first would find no .env (and say so)
     apps = []
     for name, command in commands.items():
         process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -167,7 +168,6 @@ def test_running_apps_follow_the_switches_without_a_restart(env_project: EnvProj
     apps = running_apps
     pids = [app.process.pid for app in apps]
     state_file = env_project.root / ".runtime" / "db-target.json"
-    sync_env_files()  # `invoke env` before the apps start reading .env
 
     wait_for(lambda: all(app.answered(local_port) for app in apps), 30, "every app on local", apps)
     measured: dict[str, list[float]] = {app.name: [] for app in apps}
