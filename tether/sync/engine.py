@@ -13,7 +13,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -90,6 +90,7 @@ from tether.sync.schema import (
 )
 from tether.sync.sequences import apply_sequences, local_sequences, read_sequences, refresh_materialized_views
 from tether.sync.snapshot import (
+    JoinedSessions,
     SourceSnapshot,
     connect_local,
     connect_source,
@@ -221,14 +222,16 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                           snapshot_database=localdb.snapshot_name(dest.database) if options.snapshot else None,
                           anonymized=options.anonymize,
                           jobs=options.jobs)
+    previous = (None if options.full or not options.snapshot
+                else localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)))
     # Exits in reverse: an early change detection ends, then its sessions close, then the snapshot.
     with private_workdir("sync") as work_dir, exported_snapshot(source) as snap, \
-            _warm_sessions(source, snap, options.jobs if _may_detect_early(options, local, dest) else 0) as warm, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-detect") as detector:
-        early_changes: Future[_Changes] | None = None
+            _early_detection(source, snap) as early:
         with phases("plan"):
             catalog = read_catalog(snap.conn)
             catalog_digest = catalog_fingerprint(snap.conn)
+            if _may_detect_early(options, previous, catalog_digest):
+                early.warm_up(options.jobs)  # while the rest of the plan runs
             check_distinct(catalog.server, local, dest)
             check_extensions(catalog.extensions, local)
             anonymization = (Anonymization.prepare(snap.conn, catalog, rules) if options.anonymize
@@ -243,17 +246,14 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             lock_tables(snap.conn, [relation.identifier for relation in held])
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
             options_digest = options.digest(rules, anonymization.key_identity)
-            previous = (None if options.full or not options.snapshot
-                        else localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)))
-            if (warm and previous is not None and previous.catalog_digest == catalog_digest
-                    and previous.options_digest == options_digest):
+            if early.sessions is not None and previous is not None and previous.options_digest == options_digest:
                 # Same schema, same options: most likely nothing to copy, and the scan for changes decides. It
-                # starts now, the tables locked, instead of after the rest of the plan, on sessions opened while
-                # the catalog was read (each costs round trips when production is far away).
-                early_changes = detector.submit(
-                    _detect_changes, source, dest, snap, previous,
-                    [catalog.relations[copy.relation.oid] for copy in plan.copies], options.jobs, progress, phases,
-                    warm)
+                # starts now, the tables locked, instead of after the rest of the plan, on the warm sessions.
+                early.start(_detect_changes, source, dest, snap, previous,
+                            [catalog.relations[copy.relation.oid] for copy in plan.copies], options.jobs, progress,
+                            phases, early.sessions)
+            else:
+                early.release()
             source_rtt = _round_trip(snap.conn)
             # Across a network the bytes decide: the big tables go as text where that is smaller.
             big = [catalog.relations[copy.relation.oid] for copy in plan.copies if copy.binary]
@@ -267,8 +267,8 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             # Personal columns without a rule, or rules breaking constraints: stop here. A re-sync of the same schema
             # with the same rules reviews later, and only the tables it will copy (none, when nothing changed): a
             # new column changes the catalog, and rows that are not copied cannot leak.
-            review_later = options.anonymize and _same_as_last_sync(local, dest, options, catalog_digest,
-                                                                     options_digest)
+            review_later = (options.anonymize and previous is not None and previous.catalog_digest == catalog_digest
+                            and previous.options_digest == options_digest)
             if options.anonymize and not review_later:
                 anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
         if not options.anonymize:
@@ -301,7 +301,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             # (wasted only when the schema turns out to have changed).
             scratch_ready = pool.submit(_create_scratch, context) if previous is None else None
             same_catalog = previous is not None and previous.catalog_digest == context.catalog_digest
-            changes = early_changes or (pool.submit(_detect_changes, *_detection_arguments(context, snap, previous))
+            changes = early.changes or (pool.submit(_detect_changes, *_detection_arguments(context, snap, previous))
                                         if previous is not None and same_catalog else None)
             try:
                 if previous is not None and same_catalog:
@@ -325,6 +325,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             else:
                 if changes is not None:
                     changes.cancel()
+                early.stop()  # a scan already running would only compete with the copy
                 summary.notes.insert(0, f"full sync: {reason}")
                 _full(context, snap, scratch_ready, streams)
     if summary.subset is not None:
@@ -332,16 +333,6 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
     summary.seconds = time.perf_counter() - started
     summary.phases = phases.seconds
     return summary
-
-
-def _same_as_last_sync(local: LocalServer, dest: DatabaseAddress, options: SyncOptions, catalog_digest: str,
-                       options_digest: str) -> bool:
-    """Whether the last sync into ``dest`` saw this very schema with these very options and rules."""
-    if options.full or not options.snapshot:
-        return False
-    previous = localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database))
-    return (previous is not None and previous.catalog_digest == catalog_digest
-            and previous.options_digest == options_digest)
 
 
 def _review(context: _Context, snap: SourceSnapshot, names: set[str] | None = None) -> None:
@@ -579,6 +570,9 @@ def _full(context: _Context, snap: SourceSnapshot, scratch_ready: Future[str] | 
                         if wave and any(not set(entry.depends_on) <= wave for entry in entries)}
 
         def committed(copy: TableCopy) -> None:
+            sampling_failed = leak_samples.exception() if leak_samples.done() else None
+            if sampling_failed is not None:
+                raise sampling_failed  # now, not after the whole copy
             oid, size = copy.relation.oid, copy.relation.bytes
             if oid in after_second and second_wave is not None:
                 second_wave.add_done_callback(lambda done: None if done.exception()
@@ -666,35 +660,55 @@ class _Changes:
     local_reason: str
 
 
-def _may_detect_early(options: SyncOptions, local: LocalServer, dest: DatabaseAddress) -> bool:
-    """Whether this sync may scan for changes before the plan is done: a re-sync (there is a snapshot of an earlier
-    sync) of everything, never before a prompt (the user has not agreed to anything yet)."""
-    if not options.yes or options.full or not options.snapshot or options.subset is not None:
-        return False
-    return localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)) is not None
+def _may_detect_early(options: SyncOptions, previous: SyncState | None, catalog_digest: str) -> bool:
+    """Whether this sync may scan for changes before its plan is done: a re-sync of everything whose schema is the
+    last sync's, never before a prompt (the user has not agreed to anything yet)."""
+    return (options.yes and not options.full and options.snapshot and options.subset is None
+            and previous is not None and previous.catalog_digest == catalog_digest)
+
+
+class _EarlyDetection:
+    """A re-sync's scan for changes, started during the plan on sessions opened while the catalog was read."""
+
+    def __init__(self, source: DatabaseAddress, snap: SourceSnapshot) -> None:
+        self.source, self.snap = source, snap
+        self.sessions: JoinedSessions | None = None
+        self.changes: Future[_Changes] | None = None
+        self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-detect")
+
+    def warm_up(self, count: int) -> None:
+        self.sessions = JoinedSessions(self.source, self.snap.snapshot_id, count)
+
+    def start(self, function: Callable[..., _Changes], *arguments: Any) -> None:
+        self.changes = self._runner.submit(function, *arguments)
+
+    def release(self) -> None:
+        """Not needed after all: close the warm sessions now (each holds production's snapshot open)."""
+        if self.sessions is not None:
+            self.sessions.release()
+
+    def stop(self) -> None:
+        """Its result will not be used: cancel its queries rather than let the scan run to the end."""
+        if self.sessions is not None:
+            self.sessions.cancel_taken()
+
+    def close(self, failed: bool) -> None:
+        if failed:
+            self.stop()
+        self._runner.shutdown(wait=True)  # its sessions are in use until it ends
+        if self.sessions is not None:
+            self.sessions.close()
 
 
 @contextmanager
-def _warm_sessions(source: DatabaseAddress, snap: SourceSnapshot, count: int) -> Iterator[list[Future[Any]]]:
-    """``count`` sessions to the source joined to the snapshot, opening in the background; closed at the end
-    (the ones a scan took are closed already)."""
-    if count < 1:
-        yield []
-        return
-
-    def joined() -> psycopg.Connection:
-        conn = connect_source(source)
-        join_snapshot(conn, snap.snapshot_id)
-        return conn
-
-    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="sync-warm") as opener:
-        sessions = [opener.submit(joined) for _ in range(count)]
-        try:
-            yield sessions
-        finally:
-            for session in sessions:
-                with contextlib.suppress(BaseException):
-                    session.result().close()
+def _early_detection(source: DatabaseAddress, snap: SourceSnapshot) -> Iterator[_EarlyDetection]:
+    early = _EarlyDetection(source, snap)
+    failed = True
+    try:
+        yield early
+        failed = False
+    finally:
+        early.close(failed)
 
 
 def _detection_arguments(context: _Context, snap: SourceSnapshot,
@@ -705,7 +719,7 @@ def _detection_arguments(context: _Context, snap: SourceSnapshot,
 
 def _detect_changes(source: DatabaseAddress, dest: DatabaseAddress, snap: SourceSnapshot, previous: SyncState,
                     relations: list[Relation], jobs: int, progress: SyncProgress, phases: _Phases,
-                    sessions: Sequence[Future[Any]] = ()) -> _Changes:
+                    sessions: JoinedSessions | None = None) -> _Changes:
     """Fingerprint every source table in the snapshot while checking whether the local copy was touched."""
     progress.phase(f"looking for changes since {previous.synced_at} ({len(relations)} tables)")
     with phases("change detection"), ThreadPoolExecutor(max_workers=1) as pool:

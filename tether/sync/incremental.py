@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,7 +26,7 @@ from psycopg import sql
 from tether.conninfo import DatabaseAddress
 from tether.sync.catalog import Relation
 from tether.sync.parallel import run_parallel
-from tether.sync.snapshot import XidSnapshot, connect_local, connect_source, join_snapshot
+from tether.sync.snapshot import JoinedSessions, XidSnapshot, connect_local, connect_source, join_snapshot
 
 STATE_VERSION = 1
 XID_SPACE = 2**32
@@ -156,28 +154,27 @@ def _rows(conn: psycopg.Connection, query: sql.Composed) -> list[tuple[Any, ...]
 
 def fingerprint_tables(source: DatabaseAddress, snapshot_id: str, xids: XidSnapshot, previous_horizon: int | None,
                        relations: Sequence[Relation], jobs: int,
-                       sessions: Sequence[Future[psycopg.Connection]] = ()) -> dict[str, Fingerprint]:
-    """Scan ``relations`` in the snapshot (in parallel) and fingerprint their rows; ``sessions``: connections to
-    the source already joined to the snapshot (opened while the catalog was read), used before opening more."""
+                       sessions: JoinedSessions | None = None) -> dict[str, Fingerprint]:
+    """Scan ``relations`` in the snapshot (in parallel) and fingerprint their rows; ``sessions``: sessions to the
+    source opening (or open) in the snapshot, taken before new ones are opened; the ones not taken are closed."""
     new = window_condition(xids, xids.xmin)
     assert new is not None
     old = window_condition(xids, previous_horizon) if previous_horizon is not None else None
     queries = batched((relation.qualified, fingerprint_query(relation, old, new), relation.bytes)
                       for relation in relations)
 
-    ready = list(sessions)
-    taking = threading.Lock()
-
     def open_session() -> psycopg.Connection:
-        with taking:
-            warm = ready.pop() if ready else None
-        if warm is not None:
-            return warm.result()
+        if sessions is not None:
+            return sessions.take()
         conn = connect_source(source)
         join_snapshot(conn, snapshot_id)
         return conn
 
-    results = run_parallel(queries, open_session, _rows, jobs)
+    try:
+        results = run_parallel(queries, open_session, _rows, jobs)
+    finally:
+        if sessions is not None:
+            sessions.release()  # fewer queries than sessions: the others close now, not at the end of the sync
     return {row[0]: Fingerprint(int(row[1]), int(row[2]), str(row[3]), int(row[4]), str(row[5]))
             for rows in results.values() for row in rows}
 

@@ -266,7 +266,10 @@ def leak_scan(source: psycopg.Connection | SourceSamples, local: psycopg.Connect
                     continue
                 report.columns.extend(_scrub_only(local, relation, checks))
                 continue
-            report.rows_sampled += _compare(samples.rows.get(relation.oid, []), local, relation, key, checks, report)
+            if relation.oid not in samples.rows:  # never pass a table unseen: a sample taken for other tables
+                raise TetherError(f"The leak scan has no sample of {relation.qualified} from the source, so it cannot "
+                                  "prove its rules applied; the local database was not replaced. Run the sync again.")
+            report.rows_sampled += _compare(samples.rows[relation.oid], local, relation, key, checks, report)
     return report
 
 

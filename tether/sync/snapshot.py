@@ -6,13 +6,17 @@ nothing in a sync can write to production, whatever the role may do.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import ConnStatus, TransactionStatus
 
 from tether.conninfo import DatabaseAddress, libpq_reason
 from tether.errors import TetherError
@@ -116,8 +120,85 @@ def join_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
     """Start a transaction on ``conn`` that sees exactly what the exporting session sees."""
     if not _SNAPSHOT_ID.match(snapshot_id):
         raise ValueError(f"not a snapshot id: {snapshot_id!r}")
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+    with conn.pipeline():  # one round trip, not two: production may be far away
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
+
+
+def _still_open(conn: psycopg.Connection) -> bool:
+    """Whether an idle session is still usable, without a round trip: a server that ended it (an idle timeout, a
+    pooler, an administrator) has sent its goodbye, which reading what is already there reveals."""
+    if conn.closed or conn.info.transaction_status != TransactionStatus.INTRANS:
+        return False
+    try:
+        for _ in range(3):  # the goodbye message, then the end of the stream (libpq reports it on the next read)
+            conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return False
+    return conn.pgconn.status == ConnStatus.OK and conn.info.transaction_status == TransactionStatus.INTRANS
+
+
+class JoinedSessions:
+    """Sessions to the source joined to a snapshot, opened in the background before they are needed (each costs
+    round trips when production is far away). ``take`` hands one out, warm or, failing that, new; its taker
+    closes it. ``release`` closes the ones nobody took, at once: an idle session in the snapshot holds back
+    vacuum on production and counts against its connection limit. Callable from any thread.
+    """
+
+    def __init__(self, source: DatabaseAddress, snapshot_id: str, count: int) -> None:
+        self.source, self.snapshot_id = source, snapshot_id
+        self._lock = threading.Lock()
+        self._taken: list[psycopg.Connection] = []
+        self._opener = ThreadPoolExecutor(max_workers=max(1, count), thread_name_prefix="sync-warm")
+        self._warm: list[Future[psycopg.Connection]] = [self._opener.submit(self._join) for _ in range(count)]
+
+    def __bool__(self) -> bool:
+        return bool(self._warm) or bool(self._taken)
+
+    def _join(self) -> psycopg.Connection:
+        conn = connect_source(self.source)
+        try:
+            join_snapshot(conn, self.snapshot_id)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def take(self) -> psycopg.Connection:
+        with self._lock:
+            warm = self._warm.pop() if self._warm else None
+        conn = None
+        if warm is not None:
+            with contextlib.suppress(Exception):  # it failed to open or died while waiting: open another
+                candidate = warm.result()
+                if _still_open(candidate):
+                    conn = candidate
+                else:
+                    candidate.close()
+        conn = conn or self._join()
+        with self._lock:
+            self._taken.append(conn)
+        return conn
+
+    def cancel_taken(self) -> None:
+        """Cancel what the taken sessions are running (thread-safe: a cancel request, not a close)."""
+        with self._lock:
+            taken = list(self._taken)
+        for conn in taken:
+            with contextlib.suppress(Exception):
+                if not conn.closed:
+                    conn.cancel()
+
+    def release(self) -> None:
+        with self._lock:
+            untaken, self._warm = self._warm, []
+        for warm in untaken:
+            with contextlib.suppress(BaseException):
+                warm.result().close()
+
+    def close(self) -> None:
+        self.release()
+        self._opener.shutdown(wait=True)
 
 
 def lock_tables(conn: psycopg.Connection, relations: list[sql.Identifier]) -> None:
