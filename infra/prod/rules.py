@@ -261,8 +261,9 @@ def check_instance_name(name: str, with_replica: bool) -> Refusal | None:
     if not slug or not slug[0].isalpha():
         slug = f"pg-{slug}".strip("-")
     fix = slug[:INSTANCE_NAME_MAX - (len("-replica") if with_replica else 0)].rstrip("-")
-    reason = (f"with -replica it has {longest} characters" if _INSTANCE_NAME.match(name)
-              else "it holds characters Cloud SQL does not take in an instance id")
+    # A name too long on its own is not blamed on a replica the stack does not declare.
+    reason = ((f"with -replica it has {longest} characters" if with_replica else f"it has {longest} characters")
+              if _INSTANCE_NAME.match(name) else "it holds characters Cloud SQL does not take in an instance id")
     return Refusal(INSTANCE_NAME, reason, fix)
 
 
