@@ -77,8 +77,10 @@ TARGETS: tuple[Target, ...] = (
            "the restore ordering: tables of TOC and script cases; the archive read and replayed by real restores"),
     Target("infra/policy_rules.py", ("tests/test_policy.py", "tests/test_policy_cases.py"),
            "the policy pack's rules, with tables of resources that must pass or be rejected"),
-    Target("infra/prod/config.py", ("tests/pulumi/test_prod_rules.py",),
-           "the production config's validation: tables of good and bad settings (no Pulumi engine needed)"),
+    Target("infra/prod/config.py", ("tests/pulumi/test_prod_rules.py", "tests/pulumi/test_prod_config_cases.py"),
+           "the production config's validation: tables of good and bad settings, the values a config is read into "
+           "and each refusal word for word (no Pulumi engine needed; tests/pulumi/test_prod_stack.py reads configs "
+           "too, but through Pulumi's mocks, 7 s a mutant, and checks nothing of the reading these do not)"),
     Target("infra/prod/rules.py", ("tests/pulumi/test_prod_rules.py", "tests/pulumi/test_prod_rules_cases.py"),
            "the production rules: tables of settings and the flags they must produce"),
 )
