@@ -89,6 +89,7 @@ CASES = [
     ('check_database_name("Postgres!")', ('database-name', 'it is no plain PostgreSQL identifier', 'app')),
     ('check_user_name("api", "api", "app_user")', ('user-name', 'appUser and readonlyUser are both api', 'app_user')),
     ('check_user_name("api", "api", "api")', ('user-name', 'appUser and readonlyUser are both api', 'api_2')),
+    ('check_user_name("u" * 62, "u" * 62, "u" * 62)', ('user-name', f'appUser and readonlyUser are both {"u" * 62}', 'u' * 62 + '_')),  # 63 at most
     ('check_user_name("pg_app", "ro", "app_user")', ('user-name', 'pg_app is a role PostgreSQL or Cloud SQL reserves', 'app_user')),
     ('check_user_name("cloudsqlsuperuser", "ro", "app_user")', ('user-name', 'cloudsqlsuperuser is a role PostgreSQL or Cloud SQL reserves', 'app_user')),
     ('check_user_name("My User", "ro", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', 'my_user')),
@@ -127,6 +128,7 @@ CASES = [
     ('check_redis_version("7.0.15")', ('redis-version', 'Memorystore runs no such version', 'REDIS_7_0')),
     ('check_redis_version("6.x")', ('redis-version', 'Memorystore runs no such version', 'REDIS_6_X')),
     ('check_redis_version("6")', ('redis-version', 'Memorystore runs no such version', 'REDIS_6_X')),
+    ('check_redis_version("6.x.1")', ('redis-version', 'Memorystore runs no such version', 'REDIS_6_X')),  # x is a version part
     ('check_labels({"Team": "x"}, 2)', ('labels', "Team: 'x' is no Google Cloud label", {})),
     ('check_labels({"team": "X"}, 2)', ('labels', "team: 'X' is no Google Cloud label", {})),
     ('check_labels({"team": "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}, 2)', ('labels', "team: 'vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv' is no Google Cloud label", {})),
