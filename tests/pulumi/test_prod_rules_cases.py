@@ -87,6 +87,7 @@ CASES = [
     ('check_database_name("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")', ('database-name', 'it is no plain PostgreSQL identifier', 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb')),
     ('check_database_name("app")', None),
     ('check_database_name("Postgres!")', ('database-name', 'it is no plain PostgreSQL identifier', 'app')),
+    ('check_database_name("_Reports")', ('database-name', 'it is no plain PostgreSQL identifier', '_reports')),
     ('check_user_name("api", "api", "app_user")', ('user-name', 'appUser and readonlyUser are both api', 'app_user')),
     ('check_user_name("api", "api", "api")', ('user-name', 'appUser and readonlyUser are both api', 'api_2')),
     ('check_user_name("u" * 62, "u" * 62, "u" * 62)', ('user-name', f'appUser and readonlyUser are both {"u" * 62}', 'u' * 62 + '_')),  # 63 at most
@@ -96,6 +97,7 @@ CASES = [
     ('check_user_name("ro-user", "ro_user", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', 'app_user')),
     ('check_user_name("app", "ro", "x")', None),
     ('check_user_name("9user", "ro", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', 'app_user')),
+    ('check_user_name("_Reader", "ro", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', '_reader')),
     ('check_user_name("Public", "ro", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', 'app_user')),
     ('check_user_name("U" * 70, "ro", "app_user")', ('user-name', 'it is no plain PostgreSQL identifier', 'u' * 63)),
     ('check_iam_users(("a@x.iam.gserviceaccount.com", "b@x.org"))', ('iam-user-email', 'a@x.iam.gserviceaccount.com is a service account: move it to iamServiceAccounts', ['b@x.org'])),
@@ -109,6 +111,7 @@ CASES = [
     ('check_service_accounts(("sql-proxy@my-proj.iam.gserviceaccount.com",), "sql-proxy@my-proj.iam.gserviceaccount.com")', ('iam-duplicate', "sql-proxy@my-proj.iam.gserviceaccount.com is the proxy's account, which the stack already adds", [])),
     ('check_service_accounts(("worker-1@my-proj.iam.gserviceaccount.com", "Worker-1@my-proj.iam.gserviceaccount.com"), "p@x")', ('service-account-email', 'Worker-1@my-proj.iam.gserviceaccount.com is no service account email', ['worker-1@my-proj.iam.gserviceaccount.com'])),
     ('check_service_accounts(("a@b.c@proj",), "p@x")', ('service-account-email', 'a@b.c@proj is no service account email', [])),
+    ('check_service_accounts(("worker-1@my-proj.iam.gserviceaccount.com",) * 2, "p@x")', ('iam-duplicate', 'iamServiceAccounts lists worker-1@my-proj.iam.gserviceaccount.com more than once', ['worker-1@my-proj.iam.gserviceaccount.com'])),
     ('check_service_accounts(("123-compute@developer.gserviceaccount.com", "my-proj@appspot.gserviceaccount.com"), "p@x")', None),
     ('check_account_id("Proxy Account!")', ('service-account-id', 'it holds characters a service account id does not take', 'proxy-account')),
     ('check_account_id("pppppppppppppppppppppppppppppppppppppppp")', ('service-account-id', 'it has 40 characters', 'pppppppppppppppppppppppppppppp')),
@@ -149,3 +152,12 @@ def test_rule_verdicts(call, verdict):
         assert found == verdict
     else:
         assert (found.rule.name, found.reason, found.fix) == verdict
+
+
+def test_a_rule_is_registered_under_its_name(monkeypatch):
+    """The table of rules is what the tests above and the docs go through: _rule must put each rule in it."""
+    monkeypatch.setattr(rules, "RULES", {})
+    rule = rules._rule("some-rule", "what is required", "where it comes from")
+    assert rule == rules.Rule("some-rule", "what is required", "where it comes from")
+    registered = rules.RULES
+    assert registered == {"some-rule": rule}
