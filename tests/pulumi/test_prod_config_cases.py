@@ -165,6 +165,9 @@ REFUSALS = [
      "IAM users cannot log in without it", "iam-authentication", "true"),
     ({"redis": True, "redisConnectMode": "peering"}, "redisConnectMode", '"peering"',
      "Memorystore knows no such mode", "redis-connect-mode", '""'),
+    # the read-only user is not offered the app user's name
+    ({"readonlyUser": "Api-User"}, "readonlyUser", '"Api-User"', "it is no plain PostgreSQL identifier", "user-name",
+     '"readonly"'),
     # the replica's region is offered as the primary's
     ({"region": "us-east1", "replica": True, "replicaRegion": "mars"}, "replicaRegion", '"mars"',
      "it is no region name", "region", '"us-east1"'),
