@@ -187,6 +187,9 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("infra/prod/rules.py", "check_service_accounts", 'local, _, domain = email.rpartition("@")',
                "with one @ both split alike; with more, the candidate built from either half holds two @ and never "
                "matches a service account, and the checks after it read the whole email"),
+    # --- infra/prod/config.py (issue 21, mut-infra) ---
+    Equivalent("infra/prod/config.py", "shown", "return json.dumps(value, ensure_ascii=None, default=str)",
+               "json.dumps reads ensure_ascii only for its truth: None is as false as False"),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"
