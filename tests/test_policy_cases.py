@@ -9,8 +9,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pulumi_policy import EnforcementLevel
 
-from infra.policy_rules import REDIS_INSTANCE, SQL_INSTANCE, Subject, _is_whole_internet, build_policies, violations
+from infra.policy_rules import (
+    REDIS_INSTANCE,
+    RULES,
+    SQL_INSTANCE,
+    Subject,
+    _is_whole_internet,
+    build_policies,
+    violations,
+)
 
 
 def _instance(**settings: Any) -> dict[str, Any]:
@@ -86,3 +95,30 @@ def test_pack_policies_skip_other_resource_types():
     for policy in build_policies():
         policy.validate(_args("gcp:storage/bucket:Bucket", {}, None), lambda *args: reported.append(args))
     assert reported == []
+
+
+def test_pack_policies_carry_each_rule_word_for_word():
+    """`pulumi preview --policy-pack` lists each policy's name and description: they are the rules' own."""
+    assert [(policy.name, policy.description, policy.enforcement_level) for policy in build_policies()] == [
+        (rule.name, rule.description, EnforcementLevel.MANDATORY) for rule in RULES]
+
+
+@pytest.mark.parametrize(("resource_type", "props", "opts"), [
+    (REDIS_INSTANCE, {"authEnabled": True, "transitEncryptionMode": "SERVER_AUTHENTICATION"}, None),
+    (SQL_INSTANCE, {"deletionProtection": True, "settings": {
+        "deletionProtectionEnabled": True, "backupConfiguration": {"enabled": True, "pointInTimeRecoveryEnabled": True},
+        "ipConfiguration": {"sslMode": "ENCRYPTED_ONLY", "authorizedNetworks": [{"value": "10.0.0.0/8"}]}}},
+     SimpleNamespace(protect=True)),
+], ids=["redis", "cloudsql"])
+def test_pack_reports_nothing_for_hardened_resources(resource_type, props, opts):
+    """Each check hands the pack a list to iterate, empty when the resource is hardened."""
+    reported: list[tuple[Any, ...]] = []
+    for policy in build_policies():
+        policy.validate(_args(resource_type, props, opts), lambda *args: reported.append(args))
+    assert reported == []
+
+
+@pytest.mark.parametrize("props", [{"settings": "db-custom-1-3840"}, {"settings": {"ipConfiguration": ["x"]}}],
+                         ids=["settings-not-a-mapping", "ip-configuration-not-a-mapping"])
+def test_a_path_through_a_value_that_is_no_mapping_reads_as_missing(props):
+    assert Subject(SQL_INSTANCE, props).get("settings", "ipConfiguration", "sslMode") is None

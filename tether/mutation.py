@@ -77,8 +77,10 @@ TARGETS: tuple[Target, ...] = (
            "the restore ordering: tables of TOC and script cases; the archive read and replayed by real restores"),
     Target("infra/policy_rules.py", ("tests/test_policy.py", "tests/test_policy_cases.py"),
            "the policy pack's rules, with tables of resources that must pass or be rejected"),
-    Target("infra/prod/config.py", ("tests/pulumi/test_prod_rules.py",),
-           "the production config's validation: tables of good and bad settings (no Pulumi engine needed)"),
+    Target("infra/prod/config.py", ("tests/pulumi/test_prod_rules.py", "tests/pulumi/test_prod_config_cases.py"),
+           "the production config's validation: tables of good and bad settings, the values a config is read into "
+           "and each refusal word for word (no Pulumi engine needed; tests/pulumi/test_prod_stack.py reads configs "
+           "too, but through Pulumi's mocks, 7 s a mutant, and checks nothing of the reading these do not)"),
     Target("infra/prod/rules.py", ("tests/pulumi/test_prod_rules.py", "tests/pulumi/test_prod_rules_cases.py"),
            "the production rules: tables of settings and the flags they must produce"),
 )
@@ -143,6 +145,51 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/swap.py", "scratch_name",
                "name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1001))",
                "the stamp only has to differ between runs of one process; any fraction of the clock does"),
+    # --- infra/prod/rules.py (issue 21, mut-infra) ---
+    Equivalent("infra/prod/rules.py", "_enterprise_tier",
+               '"take the ENTERPRISE machine closest to it)", _custom_tier(vcpus, 6657 * vcpus))',
+               "the memory offered is rounded to a multiple of 256 MB, and 6656 is one: 1 MB more per vCPU adds at "
+               "most 96 MB (96 vCPUs at most), under the 128 MB that would round up"),
+    Equivalent("infra/prod/rules.py", "_enterprise_tier",
+               'per_vcpu = 3841 if legacy.group(1) == "standard" else 6656',
+               "the memory offered is rounded to a multiple of 256 MB, and 3840 is one: 1 MB more per vCPU adds at "
+               "most 96 MB (96 vCPUs at most), under the 128 MB that would round up"),
+    Equivalent("infra/prod/rules.py", "_enterprise_tier",
+               'per_vcpu = 3840 if legacy.group(1) == "standard" else 6657',
+               "the memory offered is rounded to a multiple of 256 MB, and 6656 is one: 1 MB more per vCPU adds at "
+               "most 96 MB (96 vCPUs at most), under the 128 MB that would round up"),
+    # mutmut changes _slug's def line (the default "a-z0-9-" becomes "XXa-z0-9-XX"), which the diff leaves out
+    Equivalent("infra/prod/rules.py", "_slug", "",
+               "the default character class gains X, but the text is lowercased before it is matched: no X to keep"),
+    Equivalent("infra/prod/rules.py", "_slug",
+               'return re.sub(rf"[^{allowed}]+", "-", text.lower()).strip("XX-XX")',
+               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+    Equivalent("infra/prod/rules.py", "check_account_id", 'slug = _slug(account_id)[:30].rstrip("XX-XX")',
+               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+    Equivalent("infra/prod/rules.py", "check_instance_name", 'slug = f"pg-{slug}".strip("XX-XX")',
+               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+    Equivalent("infra/prod/rules.py", "check_instance_name",
+               'fix = slug[:INSTANCE_NAME_MAX - (len("-replica") if with_replica else 0)].rstrip("XX-XX")',
+               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+    Equivalent("infra/prod/rules.py", "check_redis_name", 'slug = _slug(name)[:40].rstrip("XX-XX")',
+               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+    Equivalent("infra/prod/rules.py", "check_database_name",
+               'fix = _slug(name, "XXa-z0-9_XX").replace("-", "_")[:63]',
+               "the name is lowercased before the class is matched, so adding X to it keeps nothing more"),
+    Equivalent("infra/prod/rules.py", "check_user_name", 'fix = _slug(name, "XXa-z0-9_XX").replace("-", "_")[:63]',
+               "the name is lowercased before the class is matched, so adding X to it keeps nothing more"),
+    Equivalent("infra/prod/rules.py", "check_instance_name", 'slug = f"pg-{slug}".strip(None)',
+               "'pg-' starts with a letter and a slug holds no blanks; the hyphen 'pg-' keeps after an empty slug "
+               "is stripped by the next line's rstrip('-')"),
+    Equivalent("infra/prod/rules.py", "check_custom_machine",
+               "if not (vcpus == 1 or (vcpus % 2 == 0 and 2 <= vcpus <= 97)):",
+               "97 vCPUs is odd, so the evenness test refuses it either way"),
+    Equivalent("infra/prod/rules.py", "check_service_accounts", 'local, _, domain = email.rpartition("@")',
+               "with one @ both split alike; with more, the candidate built from either half holds two @ and never "
+               "matches a service account, and the checks after it read the whole email"),
+    # --- infra/prod/config.py (issue 21, mut-infra) ---
+    Equivalent("infra/prod/config.py", "shown", "return json.dumps(value, ensure_ascii=None, default=str)",
+               "json.dumps reads ensure_ascii only for its truth: None is as false as False"),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"

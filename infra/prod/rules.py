@@ -261,8 +261,9 @@ def check_instance_name(name: str, with_replica: bool) -> Refusal | None:
     if not slug or not slug[0].isalpha():
         slug = f"pg-{slug}".strip("-")
     fix = slug[:INSTANCE_NAME_MAX - (len("-replica") if with_replica else 0)].rstrip("-")
-    reason = (f"with -replica it has {longest} characters" if _INSTANCE_NAME.match(name)
-              else "it holds characters Cloud SQL does not take in an instance id")
+    # A name too long on its own is not blamed on a replica the stack does not declare.
+    reason = ((f"with -replica it has {longest} characters" if with_replica else f"it has {longest} characters")
+              if _INSTANCE_NAME.match(name) else "it holds characters Cloud SQL does not take in an instance id")
     return Refusal(INSTANCE_NAME, reason, fix)
 
 
@@ -405,7 +406,8 @@ def check_database_name(name: str) -> Refusal | None:
         return None
     if name in RESERVED_DATABASES:
         return Refusal(DATABASE_NAME, f"{name} is Cloud SQL's own database", "app")
-    fix = _slug(name, "a-z0-9_").replace("-", "_")[:63] or "app"
+    # An empty slug is no identifier either: "app" is offered below.
+    fix = _slug(name, "a-z0-9_").replace("-", "_")[:63]
     return Refusal(DATABASE_NAME, "it is no plain PostgreSQL identifier",
                    fix if _IDENTIFIER.match(fix) and fix not in RESERVED_DATABASES else "app")
 
@@ -489,7 +491,8 @@ def check_redis_version(version: str) -> Refusal | None:
     if version in REDIS_VERSIONS_ALLOWED:
         return None
     digits = re.findall(r"\d+|x", version.lower())
-    guess = "REDIS_" + "_".join(digits[:2]).upper() if digits else ""
+    # Without digits the guess is "REDIS_", no version: the latest is offered below.
+    guess = "REDIS_" + "_".join(digits[:2]).upper()
     if guess == "REDIS_6_2" or guess == "REDIS_6":
         guess = "REDIS_6_X"
     return Refusal(REDIS_VERSION, "Memorystore runs no such version",
