@@ -129,7 +129,8 @@ def test_function_diff_ignores_the_name():
 
 @pytest.mark.parametrize(("code", "status"), [(1, "killed"), (3, "killed"), (0, "survived"), (33, "no tests"),
                                               (5, "no tests"), (-24, "timeout"), (36, "timeout"), (None, "not checked"),
-                                              (77, "suspicious")])
+                                              (77, "suspicious"),
+                                              (255, "suspicious")])  # pytest could not select the tests: no verdict
 def test_status_of(code, status):
     assert status_of(code) == status
 

@@ -288,9 +288,12 @@ def base_settings(pyproject: str) -> dict[str, Any]:
 KILLED, SURVIVED, TIMEOUT, NO_TESTS, EQUIVALENT_STATUS, NOT_CHECKED, SUSPICIOUS = (
     "killed", "survived", "timeout", "no tests", "equivalent", "not checked", "suspicious")
 # mutmut 3's exit codes (mutmut.stats.status_by_exit_code): 1 = a test failed, 3 = pytest's internal error (also
-# a kill), SIGXCPU (24/-24/152) and 36 = the time limit, 5/33 = no test reaches the function.
+# a kill), SIGXCPU (24/-24/152) and 36 = the time limit, 5/33 = no test reaches the function. mutmut also calls
+# 255 a timeout, but that is what it records when pytest could not even select the tests (exit 4: a test id with
+# an escaped non-ASCII character is not found in the fork server): no test judged the mutant, so it is
+# "suspicious" here, a survivor to look at, never a kill.
 _STATUS_BY_CODE: dict[int | None, str] = {1: KILLED, 3: KILLED, 0: SURVIVED, 5: NO_TESTS, 33: NO_TESTS,
-                                          24: TIMEOUT, -24: TIMEOUT, 152: TIMEOUT, 36: TIMEOUT, 255: TIMEOUT,
+                                          24: TIMEOUT, -24: TIMEOUT, 152: TIMEOUT, 36: TIMEOUT, 255: SUSPICIOUS,
                                           -9: KILLED, -11: KILLED, 2: NOT_CHECKED, None: NOT_CHECKED}
 
 
