@@ -279,19 +279,25 @@ def test_parse_scratch_name(name, parsed):
     assert swap.parse_scratch_name(name) == parsed
 
 
-def test_a_scratch_name_of_exactly_63_bytes_is_accepted():
-    overhead = len(f"{swap.SCRATCH_MARK}sync_{os.getpid()}_{time.time_ns() // 1000}")
-    target = "t" * (swap.MAX_IDENTIFIER - overhead)
-    assert len(swap.scratch_name(target, "sync").encode()) == swap.MAX_IDENTIFIER
-    with pytest.raises(TetherError, match=r"too long .*\(64 > 63 bytes\)"):
-        swap.scratch_name(target + "t", "sync")
+@pytest.mark.parametrize("purpose", ["restore", "reset", "sync", "old"])
+def test_the_longest_accepted_name_fits_even_with_the_longest_pid(purpose):
+    longest = swap.longest_target(purpose)
+    target = "t" * longest
+    assert swap.parse_scratch_name(swap.scratch_name(target, purpose)) is not None
+    # Linux's largest pid (2**22) and a 16-digit stamp: exactly PostgreSQL's 63 bytes, not one more.
+    worst = str(swap.ScratchName(target, purpose, 4_194_304, 9_999_999_999_999_999))
+    assert len(worst.encode()) == swap.MAX_IDENTIFIER
+    with pytest.raises(TetherError, match=rf"too long \({longest + 1} bytes\)"):
+        swap.scratch_name(target + "t", purpose)
     # Bytes, not characters: one accented letter is two.
     with pytest.raises(TetherError, match="too long"):
-        swap.scratch_name(target[:-1] + "é", "sync")
+        swap.scratch_name(target[:-1] + "é", purpose)
 
 
-def test_the_too_long_message_names_the_limit():
+def test_the_too_long_message_names_a_limit_every_command_accepts():
     with pytest.raises(TetherError) as raised:
-        swap.scratch_name("y" * 50, "restore")
-    assert f"at most {swap.MAX_IDENTIFIER - len(swap.SCRATCH_MARK) - 30} bytes" in raised.value.message
-    assert "at most 24 bytes" in raised.value.message and "'" + "y" * 50 + "'" in raised.value.message
+        swap.scratch_name("y" * 50, "sync")
+    assert "at most 22 bytes" in raised.value.message and "'" + "y" * 50 + "'" in raised.value.message
+    assert swap.LONGEST_TARGET == min(swap.longest_target(p) for p in ("restore", "reset", "sync", "old")) == 22
+    for purpose in ("restore", "reset", "sync", "old"):  # the advice holds for every command
+        swap.scratch_name("y" * swap.LONGEST_TARGET, purpose)

@@ -38,11 +38,26 @@ class ScratchName:
 def scratch_name(target: str, purpose: str) -> str:
     """A fresh scratch name for ``target``; ``purpose`` is a short lowercase word (restore, sync, old)."""
     name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1000))
-    if len(name.encode()) > MAX_IDENTIFIER:
-        raise TetherError(f"The database name {target!r} is too long to build beside it under a scratch name "
-                          f"({len(name.encode())} > {MAX_IDENTIFIER} bytes). Use a database name of at most "
-                          f"{MAX_IDENTIFIER - len(SCRATCH_MARK) - 30} bytes.")
+    # Judged with the longest process id and purpose there can be, not this run's: a name that fits today must not
+    # be refused tomorrow because the process got a longer pid.
+    if len(target.encode()) > longest_target(purpose):
+        raise TetherError(f"The database name {target!r} is too long ({len(target.encode())} bytes) to build beside "
+                          f"it under a scratch name (at most {MAX_IDENTIFIER} bytes in all). Use a database name of "
+                          f"at most {LONGEST_TARGET} bytes.")
     return name
+
+
+# Linux's pid_max is at most 2**22 (7 digits); the stamp is microseconds since 1970 (16 digits until 2286).
+_PID_DIGITS, _STAMP_DIGITS = 7, 16
+_PURPOSES = ("restore", "reset", "sync", "old")
+
+
+def longest_target(purpose: str) -> int:
+    """The longest database name (bytes) whose scratch names for ``purpose`` always fit PostgreSQL's limit."""
+    return MAX_IDENTIFIER - len(SCRATCH_MARK) - len(purpose) - 2 - _PID_DIGITS - _STAMP_DIGITS
+
+
+LONGEST_TARGET = min(longest_target(purpose) for purpose in _PURPOSES)  # what a user is told: fits every command
 
 
 def parse_scratch_name(name: str) -> ScratchName | None:
