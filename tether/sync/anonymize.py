@@ -291,14 +291,14 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
                 child_entry = entries.get((child.oid, column))
                 if parent_entry is not None and parent_entry.rule.kind == "same_as":
                     continue  # resolved on a later round
-                if parent_entry is None:
+                # A key kept on purpose (``keep``) is kept as surely as one without a rule: a rule on the
+                # reference would break it all the same.
+                if parent_entry is None or parent_entry.rule.kind == "keep":
                     if child_entry is not None and child_entry.rule.kind not in ("keep", "same_as"):
                         problems.append(f"{child.qualified}.{column}: references {parent.qualified}.{parent_column} "
                                         f"(foreign key {key.name}), which is kept as it is: a rule here would break "
                                         "the reference; put the rule on the referenced column, and this one follows")
                         entries[(child.oid, column)] = _Entry(Rule("keep"))
-                    continue
-                if parent_entry.rule.kind == "keep":
                     continue
                 source = parent_entry.canonical or (parent.oid, parent_column)
                 referenced.add(source)
