@@ -65,6 +65,11 @@ TARGETS: tuple[Target, ...] = (
            "judged by a test that starts a server"),
     Target("tether/sync/safety.py", ("tests/sync/test_pure.py", "tests/sync/test_safety_guards.py"),
            "the refusals' tables of cases, and one real server for inspect_local"),
+    Target("tether/sync/anonymize.py", ("tests/sync/test_anonymize_resolve.py", "tests/sync/test_anonymize_rules.py",
+                                        "tests/sync/test_pure.py"),
+           "the rules bound to hand-made catalogs (no server: resolve_rules reads only the catalog and facts it is "
+           "given), tables of type checks, and one real server that evaluates each rule's SQL; the syncs that "
+           "resolve real catalogs take seconds each and check nothing more of it"),
     Target("tether/sync/engine.py", ("tests/sync/test_verification.py",),
            "the row-count verification only (engine.py is the lead's; the rest of it is judged by the whole sync "
            "suite, too slow per mutant): full and incremental syncs whose copy reports a wrong count",
