@@ -81,8 +81,10 @@ def test_check_distinct_messages_name_the_danger():
         "server and database 'prod', whatever the host name says). Syncing would destroy it. Point --dest at another "
         "database.")
     scratch = ServerInfo(150000, "42", "t0", 7, "dev__tether_sync_1_2", "UTF8", "reader")
-    with pytest.raises(Refused, match="one of the sync's own copies of 'dev'"):
+    with pytest.raises(Refused) as raised:
         check_distinct(scratch, LocalServer("42", "t0", 150000, 6, ADDRESS), ADDRESS)
+    assert raised.value.message == ("Refused: the source 'dev__tether_sync_1_2' is one of the sync's own copies of "
+                                    "'dev'. Point --source at the production database.")
     # A database whose name merely starts like the destination's is another database.
     check_distinct(ServerInfo(150000, "42", "t0", 7, "dev_old", "UTF8", "reader"),
                    LocalServer("42", "t0", 150000, 6, ADDRESS), ADDRESS)
