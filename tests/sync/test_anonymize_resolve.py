@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 
 from tether.errors import ConfigError
+from tether.sync.anonymization import Anonymization
 from tether.sync.anonymize import (
     AppliedRule,
     applied_rules,
@@ -23,8 +24,9 @@ from tether.sync.anonymize import (
 from tether.sync.catalog import Column, Relation, ServerInfo, SourceCatalog
 from tether.sync.expressions import Shape, bind, column_sql
 from tether.sync.facts import ColumnFacts, ForeignKeyColumns, SourceFacts
-from tether.sync.keys import per_sync_key
-from tether.sync.rules import QuasiIdentifiers, Rule, RuleSet, parse_rule
+from tether.sync.keys import SERVER, PseudonymKey, per_sync_key
+from tether.sync.plan import Selection
+from tether.sync.rules import NO_RULES, QuasiIdentifiers, Rule, RuleSet, parse_rule
 
 KEY = per_sync_key()
 TEXT = Shape("text", "text", "S")
@@ -531,3 +533,48 @@ def test_same_as_inside_json_and_arrays_to_a_missing_column_is_refused():
     assert _problems(rules, _catalog(PEOPLE, DOCS)) == (
         "app.docs.body (a.b): same_as app.people.nope, which does not exist; "
         "app.docs.owners (each element): same_as app.gone.id, which does not exist")
+
+
+# --- the sync's Anonymization: its pure parts ---------------------------------------------------------------------
+
+
+SERVER_KEY = PseudonymKey(SERVER, "key-7")
+
+
+def test_anonymization_off_has_no_key_and_no_settings():
+    off = Anonymization.off()
+    assert (off.rules, off.key, off.enabled, off.key_identity, dict(off.session_settings)) == (
+        NO_RULES, None, False, "", {})
+    assert off.recopied(["app.b", "app.a"], []) == ["app.b", "app.a"]
+
+
+def test_anonymization_with_a_key_hands_its_settings_and_identity_on():
+    on = Anonymization(NO_RULES, KEY)
+    assert on.enabled and on.session_settings == KEY.session_settings and on.key_identity == "per-sync"
+    assert Anonymization(NO_RULES, SERVER_KEY).key_identity == "key-7"
+
+
+def test_the_keys_table_is_left_out_of_the_selection_only_where_it_exists():
+    with_key = _catalog(_relation(1, "app.t", _column("a")), _relation(2, "tether_anon.key", _column("k")))
+    selection = Selection(("app.*",), ("app.logs",), ("app.cache",))
+    anonymization = Anonymization(NO_RULES, KEY)
+    assert anonymization.selection(selection, with_key) == Selection(("app.*",), ("app.logs", "tether_anon.key"),
+                                                                      ("app.cache",))
+    without = _catalog(_relation(1, "app.t", _column("a")), _relation(3, "tether_anon.other", _column("k")))
+    assert anonymization.selection(selection, without) is selection
+
+
+def test_a_per_sync_key_recopies_every_keyed_table_when_one_changed():
+    relations = [_relation(1, "app.people", _column("email")), _relation(2, "app.orders", _column("buyer")),
+                 _relation(3, "app.notes", _column("body")), _relation(4, "app.cities", _column("name"))]
+    resolved = {1: {"email": bind(Rule("fake_email"), TEXT, KEY)},
+                2: {"buyer": bind(Rule("fake_name"), TEXT, KEY, deterministic=True)},
+                4: {"name": bind(Rule("fake_city"), TEXT, KEY)}}  # random, not keyed
+    per_sync = Anonymization(NO_RULES, KEY, resolved=resolved)
+    assert per_sync.recopied(["app.people"], relations) == ["app.orders", "app.people"]
+    assert per_sync.recopied(["app.orders", "app.notes"], relations) == ["app.notes", "app.orders", "app.people"]
+    # No keyed table changed: the copies all keep the last sync's key and still match.
+    assert per_sync.recopied(["app.notes", "app.cities"], relations) == ["app.notes", "app.cities"]
+    # The server's key gives the same pseudonyms on every sync: nothing more to copy.
+    assert Anonymization(NO_RULES, SERVER_KEY, resolved=resolved).recopied(["app.people"], relations) == [
+        "app.people"]
