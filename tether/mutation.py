@@ -70,12 +70,19 @@ TARGETS: tuple[Target, ...] = (
            "the rules bound to hand-made catalogs (no server: resolve_rules reads only the catalog and facts it is "
            "given), tables of type checks, and one real server that evaluates each rule's SQL; the syncs that "
            "resolve real catalogs take seconds each and check nothing more of it"),
+    Target("tether/sync/anonymization.py", ("tests/sync/test_anonymize_resolve.py",
+                                            "tests/sync/test_anonymize_review.py"),
+           "its pure parts (the key's settings, the selection, what a per-sync key recopies) without a server; the "
+           "review, its refusals and --check-rules on real source and destination servers"),
     Target("tether/sync/engine.py", ("tests/sync/test_verification.py",),
            "the row-count verification only (engine.py is the lead's; the rest of it is judged by the whole sync "
-           "suite, too slow per mutant): full and incremental syncs whose copy reports a wrong count",
+           "suite, too slow per mutant): full and incremental syncs whose copy reports a wrong count, and tables "
+           "of counts compared without a server",
            functions=("_check_counts", "_verify", "_count_rows")),
-    Target("tether/dumps.py", ("tests/dumps_restore/test_dump_restore.py",),
-           "the restore path: real dumps restored into a real server (15 s in all), and its refusals",
+    Target("tether/dumps.py", ("tests/dumps_restore/test_dump_restore.py",
+                               "tests/dumps_restore/test_restore_guards.py"),
+           "the restore path: real dumps restored into a real server (15 s in all), and its refusals and report "
+           "word for word (one-table dumps, a fraction of a second each)",
            functions=("resolve_dump_path", "verify_dump", "_create_scratch", "_missing_relations", "_database_size",
                       "restore_dump")),
     Target("tether/archive.py", ("tests/test_archive.py", "tests/dumps_restore/test_dump_restore.py"),
