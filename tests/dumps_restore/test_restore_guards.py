@@ -17,7 +17,7 @@ from psycopg import sql
 
 from tether import dumps
 from tether.conninfo import parse_database_url
-from tether.dump_manifest import manifest_path
+from tether.dump_manifest import manifest_path, sha256_of, size_of
 from tether.errors import CommandFailed, ConfigError, Refused, TetherError
 
 
@@ -231,5 +231,19 @@ def test_a_failed_pg_restore_says_once_that_the_target_is_unchanged(pg_db, targe
     with pytest.raises(CommandFailed) as raised:
         dumps.restore_dump(broken, target_db)
     message = raised.value.message
+    assert message.startswith(f"pg_restore of {broken.name} failed with exit code 1. Its last output was:\n")
+    assert message.endswith(f"\n{target_db.database!r} is unchanged. If the error names an extension or a library "
+                            "that exists only where the dump was made, install it locally and run the restore again.")
     assert "gate closed" in message and message.count(f"{target_db.database!r} is unchanged.") == 1, message
+    assert marker(target_db) == "original" and _scratch_left(target_db) == []
+
+
+def test_an_archive_pg_restore_cannot_read_is_named(small_dump, target_db):
+    """A damaged archive whose manifest was rewritten to match it: pg_restore --list is the first to fail."""
+    data = small_dump.read_bytes()
+    small_dump.write_bytes(data[:200])
+    _edit_manifest(small_dump, size_bytes=size_of(small_dump), sha256=sha256_of(small_dump))
+    with pytest.raises(CommandFailed) as raised:
+        dumps.restore_dump(small_dump, target_db)
+    assert raised.value.message.startswith(f"pg_restore --list {small_dump.name} failed with exit code 1.")
     assert marker(target_db) == "original" and _scratch_left(target_db) == []
