@@ -18,7 +18,7 @@ from psycopg import sql
 from tether import dumps
 from tether.conninfo import parse_database_url
 from tether.dump_manifest import manifest_path, sha256_of, size_of
-from tether.errors import CommandFailed, ConfigError, Refused, TetherError
+from tether.errors import CommandFailed, ConfigError, Refused, TetherError, ToolMissing
 
 
 @pytest.fixture
@@ -246,4 +246,22 @@ def test_an_archive_pg_restore_cannot_read_is_named(small_dump, target_db):
     with pytest.raises(CommandFailed) as raised:
         dumps.restore_dump(small_dump, target_db)
     assert raised.value.message.startswith(f"pg_restore --list {small_dump.name} failed with exit code 1.")
+    assert marker(target_db) == "original" and _scratch_left(target_db) == []
+
+
+def test_the_databases_own_settings_follow_it(pg_server, pg_db, target_db, dumps_path):
+    execute(pg_db, "CREATE TABLE t (id int)")
+    execute(pg_server.admin, sql.SQL("ALTER DATABASE {} SET work_mem = '7MB'").format(sql.Identifier(pg_db.database)))
+    path = dumps.dump_database(pg_db, "settings").path
+    result = dumps.restore_dump(path, target_db)
+    with psycopg.connect(target_db.conninfo()) as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("7MB",)
+    assert result.settings_skipped == []
+
+
+def test_a_dump_made_by_a_newer_pg_dump_needs_a_pg_restore_as_new(small_dump, target_db):
+    _edit_manifest(small_dump, pg_dump_version="99.1")
+    with pytest.raises(ToolMissing) as raised:
+        dumps.restore_dump(small_dump, target_db)
+    assert "pg_restore 99 or newer" in raised.value.message
     assert marker(target_db) == "original" and _scratch_left(target_db) == []
