@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import FAST_TEST_SETTINGS
 from tether.conninfo import DatabaseAddress
 from tether.errors import Refused, TetherError
 from tether.sync.catalog import ServerInfo
@@ -141,3 +142,18 @@ def test_inspect_local_says_why_it_cannot_connect(pg_server):
                               "postgres or template1 database): ")
     assert "password authentication failed" in message and "not-the-password-123" not in message
     assert "Is the local server running (`invoke up`), and may 'postgres' connect and create databases?" in message
+
+
+def test_inspect_local_falls_back_to_template1_and_reads_the_wal_level(pg_server_factory):
+    """A server without a postgres database (it may be dropped) is described through template1; and its
+    wal_level is read, not assumed (this one is logical, not the default replica)."""
+    server = pg_server_factory({**FAST_TEST_SETTINGS, "wal_level": "logical"})
+    admin = server.admin
+    with psycopg.connect(admin.with_database("template1").conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE postgres")
+    try:
+        local = inspect_local(admin.with_database("dev"))
+        assert local.maintenance == admin.with_database("template1")
+        assert local.wal_level == "logical"
+    finally:
+        close_admin_sessions()
