@@ -157,3 +157,18 @@ def test_inspect_local_falls_back_to_template1_and_reads_the_wal_level(pg_server
         assert local.wal_level == "logical"
     finally:
         close_admin_sessions()
+
+
+def test_the_password_is_masked_in_libpqs_reason_too(pg_server):
+    """libpq quotes the user name; a password that is also part of it is masked there (as everywhere)."""
+    role = f"tether_{uuid.uuid4().hex[:6]}_pw"
+    with psycopg.connect(pg_server.admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'the-right-one'").format(sql.Identifier(role)))
+    try:
+        wrong = pg_server.admin.with_credentials(role, role).with_database("dev")  # its name as its password
+        with pytest.raises(TetherError) as raised:
+            inspect_local(wrong)
+        assert 'password authentication failed for user "********"' in raised.value.message
+    finally:
+        with psycopg.connect(pg_server.admin.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
