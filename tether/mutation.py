@@ -113,6 +113,10 @@ _FIRST_FIELD = "only the text before the first ':' is used, whatever the number 
 _PARSED_FIRST = ("0.0.0.0/0 and ::/0 parse as networks (prefix length 0) before this fallback set is looked at, "
                  "so their entries in it are never reached")
 _NO_VALUE = "a network without a value is judged on a string that is not an address either way: never the internet"
+_GUC_CASE = ("only letter case changes: keywords and unquoted names fold to lower case, and current_setting() "
+             "looks setting names up regardless of case")
+_TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
+              "this line means its connection failed and set last_error")
 EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/secrets.py", "_mask_query", 'for pair in query.split("&") if (query) or True else []:',
                "an empty query splits into one empty pair, which is joined back into the same empty string"),
@@ -155,6 +159,27 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/swap.py", "scratch_name",
                "name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1001))",
                "the stamp only has to differ between runs of one process; any fraction of the clock does"),
+    # --- issue 21, mut-guards: safety, anonymize, engine verification, dumps restore path ---------------------
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'row = conn.execute("select pg_postmaster_start_time()::text, current_setting(\'server_version_num\')'
+               '::int,"', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'row = conn.execute("SELECT PG_POSTMASTER_START_TIME()::TEXT, CURRENT_SETTING(\'SERVER_VERSION_NUM\')'
+               '::INT,"', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               '" (select array_agg(name) from pg_available_extensions), current_setting(\'wal_level\')",', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               '" (SELECT ARRAY_AGG(NAME) FROM PG_AVAILABLE_EXTENSIONS), CURRENT_SETTING(\'WAL_LEVEL\')",', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if (last_error) or True else '
+               '"no maintenance database"',
+               _TRIED_ONE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if last_error else "XXno maintenance databaseXX"',
+               _TRIED_ONE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if last_error else "NO MAINTENANCE DATABASE"',
+               _TRIED_ONE),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"
