@@ -578,3 +578,117 @@ def test_a_per_sync_key_recopies_every_keyed_table_when_one_changed():
     # The server's key gives the same pseudonyms on every sync: nothing more to copy.
     assert Anonymization(NO_RULES, SERVER_KEY, resolved=resolved).recopied(["app.people"], relations) == [
         "app.people"]
+
+
+# --- resolve_rules: rounds, orders and facts (issue 21: the survivors of the first mutation run) --------------
+
+
+def test_same_as_a_column_that_follows_a_foreign_key_takes_the_keys_rule():
+    """orders.buyer has no rule of its own but follows people.id through its foreign key: a same_as on it must
+    hold the key's pseudonyms, not the real ids (it was resolved as kept before the foreign keys were followed)."""
+    events = _relation(3, "app.events", _column("who", "int8", "N", type_sql="bigint"))
+    rules = _rules({"app.people": {"id": "hash"}, "app.events": {"who": {"same_as": "app.orders.buyer"}}})
+    resolved = _resolve(rules, _catalog(PEOPLE, ORDERS, events), _with_keys(BUYER_FK))
+    assert resolved[3] == {"who": bind(Rule("hash"), INT8, KEY, deterministic=True, canonical=INT8,
+                                       origin="same as app.orders.buyer")}
+
+
+def test_a_loop_of_same_as_is_refused():
+    catalog = _catalog(_relation(1, "app.t", _column("a"), _column("b"), _column("c")))
+    rules = _rules({"app.t": {"a": {"same_as": "app.t.b"}, "b": {"same_as": "app.t.a"}, "c": "fake_city"}})
+    assert _problems(rules, catalog) == (
+        "app.t.a: same_as app.t.b goes round in a loop of same_as without reaching a column with a rule of its own; "
+        "app.t.b: same_as app.t.a goes round in a loop of same_as without reaching a column with a rule of its own")
+
+
+def test_every_same_as_to_a_missing_column_is_named():
+    events = _relation(3, "app.events", _column("who"), _column("what"))
+    rules = _rules({"app.events": {"who": {"same_as": "app.people.nope"}, "what": {"same_as": "app.gone.x"}}})
+    assert _problems(rules, _catalog(PEOPLE, events)) == (
+        "app.events.who: same_as app.people.nope, which does not exist; "
+        "app.events.what: same_as app.gone.x, which does not exist")
+
+
+def test_a_chain_of_same_as_to_a_kept_column_keeps_every_link():
+    events = _relation(3, "app.events", _column("a", "int8", "N", type_sql="bigint"),
+                       _column("b", "int8", "N", type_sql="bigint"))
+    # a is listed first: it can only follow b once b is known to be kept.
+    rules = _rules({"app.events": {"a": {"same_as": "app.events.b"}, "b": {"same_as": "app.people.id"}}})
+    resolved = _resolve(rules, _catalog(PEOPLE, events))
+    assert resolved[3] == {
+        "a": bind(Rule("keep"), INT8, KEY, deterministic=True, canonical=INT8, origin="same as app.events.b"),
+        "b": bind(Rule("keep"), INT8, KEY, origin="same as app.people.id, which is kept")}
+
+
+def test_a_foreign_key_outside_the_catalog_does_not_stop_the_next_ones():
+    facts = _with_keys(_fk("outside_fkey", 99, ("id",), 1, ("id",)), BUYER_FK)
+    resolved = _resolve(_rules({"app.people": {"id": "hash"}}), _catalog(PEOPLE, ORDERS), facts)
+    assert resolved[2]["buyer"].origin == "follows foreign key orders_buyer_fkey to app.people.id"
+
+
+def test_a_reference_to_a_key_resolved_in_a_later_round_follows_its_foreign_key():
+    """orders.buyer references staff.person, whose same_as is only resolved in the second round."""
+    staff = _relation(4, "app.staff", _column("person", "int8", "N", type_sql="bigint"),
+                      _column("alias", "int8", "N", type_sql="bigint"))
+    rules = _rules({"app.people": {"id": "hash"},
+                    "app.staff": {"person": {"same_as": "app.staff.alias"}, "alias": {"same_as": "app.people.id"}}})
+    facts = _with_keys(_fk("orders_staff_fkey", 2, ("buyer",), 4, ("person",)))
+    resolved = _resolve(rules, _catalog(PEOPLE, ORDERS, staff), facts)
+    assert resolved[2] == {"buyer": bind(Rule("hash"), INT8, KEY, deterministic=True, canonical=INT8,
+                                         origin="follows foreign key orders_staff_fkey to app.staff.person")}
+
+
+def test_a_composite_key_half_kept_refuses_the_rule_and_follows_the_other_half():
+    people = _relation(1, "app.people", _column("a"), _column("b"))
+    orders = _relation(2, "app.orders", _column("x"), _column("y"))
+    facts = _with_keys(_fk("pair_fkey", 2, ("x", "y"), 1, ("a", "b")))
+    resolved = _resolve(_rules({"app.people": {"b": "hash"}}), _catalog(people, orders), facts)
+    assert resolved[2] == {"y": bind(Rule("hash"), TEXT, KEY, deterministic=True, canonical=TEXT,
+                                     origin="follows foreign key pair_fkey to app.people.b")}
+    # A second round (the other key is followed) does not name the refused rule twice.
+    assert _problems(_rules({"app.people": {"b": "hash"}, "app.orders": {"x": "fake_city"}}),
+                     _catalog(people, orders), facts) == (
+        "app.orders.x: references app.people.a (foreign key pair_fkey), which is kept as it is: a rule here would "
+        "break the reference; put the rule on the referenced column, and this one follows")
+
+
+def test_a_child_of_a_parent_without_rules_keeps_its_own():
+    catalog = _catalog(_relation(1, "app.base", _column("email")), _relation(2, "app.child", _column("email")),
+                       parents={2: [1]})
+    resolved = _resolve(_rules({"app.child": {"email": "fake_email"}}), catalog)
+    assert resolved == {2: {"email": bind(Rule("fake_email"), TEXT, KEY)}}
+
+
+def test_shapes_come_from_the_facts_for_keys_references_and_nested_rules():
+    people = _relation(1, "app.people", _column("code", "varchar", type_sql="character varying(20)"))
+    orders = _relation(2, "app.orders", _column("buyer", "varchar", type_sql="character varying(30)"))
+    docs = _relation(4, "app.docs", _column("body", "jsonb", "U"),
+                     _column("emails", "_email", "A", type_sql="app.email[]"))
+    facts = SourceFacts({(1, "code"): ColumnFacts(1, 20, False), (2, "buyer"): ColumnFacts(1, 30, False),
+                         (4, "emails"): ColumnFacts(2, None, True, "text", "S", "app.email")},
+                        foreign_keys=[_fk("orders_code_fkey", 2, ("buyer",), 1, ("code",))])
+    rules = _rules({"app.people": {"code": "hash"},
+                    "app.docs": {"body": {"json": {"o": {"same_as": "app.people.code"}}},
+                                 "emails": {"each": "fake_email"}}})
+    resolved = _resolve(rules, _catalog(people, orders, docs), facts)
+    code = Shape("character varying(20)", "varchar", "S", 20)
+    assert resolved[2]["buyer"].shape == Shape("character varying(30)", "varchar", "S", 30)
+    assert resolved[2]["buyer"].canonical == code
+    nested = resolved[4]["body"].option("paths")[0][1]
+    assert nested == bind(Rule("hash"), code, KEY, deterministic=True, canonical=code,
+                          origin="same as app.people.code")
+    assert nested.key is KEY
+    # An array of a domain over text: its elements are text, as the facts say.
+    assert resolved[4]["emails"].shape.element == Shape("app.email", "text", "S")
+
+
+def test_shape_of_without_facts_and_of_an_array_of_an_odd_type():
+    assert shape_of(VARCHAR, None, 7) == Shape("character varying(12)", "varchar", "S")
+    odd = _column("m", "_Xmood", "A", type_sql='"Xmood"[]')
+    assert shape_of(odd) == Shape('"Xmood"[]', "_Xmood", "A", None, Shape('"Xmood"', "Xmood", "S"))
+
+
+def test_a_fixed_null_on_a_unique_not_null_column_is_refused_for_the_null():
+    column = _column("c", not_null=True)
+    assert rule_problem(Rule("fixed", (("value", None),)), column, True) == (
+        "a fixed null cannot apply to a NOT NULL column")
