@@ -692,3 +692,38 @@ def test_a_fixed_null_on_a_unique_not_null_column_is_refused_for_the_null():
     column = _column("c", not_null=True)
     assert rule_problem(Rule("fixed", (("value", None),)), column, True) == (
         "a fixed null cannot apply to a NOT NULL column")
+
+
+STAFF = _relation(4, "app.staff", _column("alias", "int8", "N", type_sql="bigint"))
+
+
+def test_a_reference_whose_same_as_is_resolved_late_keeps_its_same_as():
+    """orders.buyer is same_as staff.alias (itself same_as people.id) and references people.id: when the foreign
+    keys are first looked at, buyer is still same_as; it ends with the key's rule, by its same_as."""
+    rules = _rules({"app.people": {"id": "hash"}, "app.orders": {"buyer": {"same_as": "app.staff.alias"}},
+                    "app.staff": {"alias": {"same_as": "app.people.id"}}})
+    resolved = _resolve(rules, _catalog(PEOPLE, ORDERS, STAFF), _with_keys(BUYER_FK))
+    assert resolved[2] == {"buyer": bind(Rule("hash"), INT8, KEY, deterministic=True, canonical=INT8,
+                                         origin="same as app.staff.alias")}
+
+
+def test_a_same_as_to_a_kept_column_on_a_reference_to_a_kept_key_is_fine():
+    rules = _rules({"app.orders": {"buyer": {"same_as": "app.people.email"}}})
+    resolved = _resolve(rules, _catalog(PEOPLE, ORDERS), _with_keys(BUYER_FK))
+    assert resolved == {2: {"buyer": bind(Rule("keep"), INT8, KEY, origin="same as app.people.email, which is kept")}}
+
+
+def test_a_same_as_to_a_kept_column_beside_references_that_repeat_their_keys_rule():
+    events = _relation(3, "app.events", _column("who"))
+    rules = _rules({"app.people": {"id": "hash"}, "app.orders": {"buyer": "hash"},
+                    "app.events": {"who": {"same_as": "app.people.email"}}})
+    resolved = _resolve(rules, _catalog(PEOPLE, ORDERS, events), _with_keys(BUYER_FK))
+    assert resolved[3] == {"who": bind(Rule("keep"), TEXT, KEY, origin="same as app.people.email, which is kept")}
+    assert resolved[2]["buyer"].canonical == INT8
+
+
+def test_same_as_inside_json_uses_the_rules_locale():
+    rules = _rules({"app.people": {"email": "fake_email"},
+                    "app.docs": {"body": {"json": {"o": {"same_as": "app.people.email"}}}}}, locale="en")
+    resolved = _resolve(rules, _catalog(PEOPLE, DOCS))
+    assert resolved[4]["body"].option("paths")[0][1].locale == "en"
