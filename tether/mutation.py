@@ -115,6 +115,23 @@ _PARSED_FIRST = ("0.0.0.0/0 and ::/0 parse as networks (prefix length 0) before 
 _NO_VALUE = "a network without a value is judged on a string that is not an address either way: never the internet"
 _GUC_CASE = ("only letter case changes: keywords and unquoted names fold to lower case, and current_setting() "
              "looks setting names up regardless of case")
+_SAME_LENGTH = "a foreign key has exactly as many columns as it references: zip never meets lists of unequal length"
+_LATER_ROUND = ("a key whose column is still same_as is resolved (or refused as a loop) in a later round, which looks "
+                "at every column of the foreign key again")
+_SOURCE_FIRST = ("the condition is never true: the key a reference follows (its source) has an entry of its own "
+                 "that is not same_as from the start, so a same_as naming it is resolved by the same_as loop, which "
+                 "runs before the foreign keys in every round; the mutants keep it false (only same_as has a column "
+                 "option)")
+_AFTER_PROBLEM = ("written right after a problem is recorded, so resolve_rules raises: the entry's origin is never "
+                  "shown, and its rule is already the key's, so later rounds record nothing more for it")
+_REPLACED_WHOLE = ("a canonical set on a same_as entry never survives: the entry is replaced whole, canonical "
+                   "included, when its same_as is resolved (or it is refused as a loop)")
+_LOOP_REFUSED = "a column still same_as here is in a loop, which resolve_rules has already recorded as a problem"
+_RULED_IN_CATALOG = ("only tables of the catalog have rules (the others are refused first), so an ancestor whose rules "
+                     "are copied is always in catalog.relations")
+_NULL_CHECKED = ("not_null only decides type_problem's fixed-null check, which rule_problem has already made (and "
+                 "returned on) two lines above")
+_ONLY_N = "the nested checks only ever ask whether the category is 'N' (numeric); none of these values is"
 _TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
               "this line means its connection failed and set last_error")
 EQUIVALENT: tuple[Equivalent, ...] = (
@@ -180,6 +197,52 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/sync/safety.py", "inspect_local",
                'detail = libpq_reason(last_error, dest.password) if last_error else "NO MAINTENANCE DATABASE"',
                _TRIED_ONE),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, strict=None):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, ):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, strict=True):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references", 'break  # resolved on a later round', _LATER_ROUND),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind != "same_as"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind == "XXsame_asXX"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind == "SAME_AS"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option(None) == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option("XXcolumnXX") == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option("COLUMN") == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, None, source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "", None)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "", )', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "XXXX", source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'elif child_entry.canonical != source and child_entry.rule.kind != "XXsame_asXX":', _REPLACED_WHOLE),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'elif child_entry.canonical != source and child_entry.rule.kind != "SAME_AS":', _REPLACED_WHOLE),
+    Equivalent("tether/sync/anonymize.py", "_nested_keys",
+               'if entry is None or entry.rule.kind in ("keep", "XXsame_asXX"):', _LOOP_REFUSED),
+    Equivalent("tether/sync/anonymize.py", "_nested_keys",
+               'if entry is None or entry.rule.kind in ("keep", "SAME_AS"):', _LOOP_REFUSED),
+    Equivalent("tether/sync/anonymize.py", "resolve_rules",
+               'if (ancestor in catalog.relations) or True else "")', _RULED_IN_CATALOG),
+    Equivalent("tether/sync/anonymize.py", "resolve_rules",
+               'if ancestor in catalog.relations else "XXXX")', _RULED_IN_CATALOG),
+    Equivalent("tether/sync/anonymize.py", "rule_problem", 'return type_problem(rule, shape, None)', _NULL_CHECKED),
+    Equivalent("tether/sync/anonymize.py", "rule_problem", 'return type_problem(rule, shape, )', _NULL_CHECKED),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", None)', _ONLY_N),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "XXSXX")', _ONLY_N),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "s")', _ONLY_N),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"
