@@ -109,6 +109,7 @@ def test_a_verified_sync_reports_every_table_count(sync_servers, sync_options):
         "app.ledger_b": 2000, "app.people": 300, "app.teams": 5, "Mixed Schema.Odd Table": 20}
     assert summary.rows == sum(summary.row_counts.values())
     assert execute(dest, "SELECT count(*) FROM app.log_lines") == [(0,)]
+    assert summary.phases["verify"] > 0  # the time the counts took, under their own name
 
 
 def test_a_local_update_that_keeps_the_row_count_is_still_replaced_on_resync(sync_servers, sync_options):
