@@ -216,3 +216,21 @@ def test_a_subset_copy_must_hold_exactly_the_rows_its_plan_named():
     assert engine._check_counts(exact, {"app.a": None}, {"app.a": 4}, {"app.a": _result("app.a", 4)}, None) == {
         "app.a": 4}
     assert exact.summary.verified is True
+
+
+def test_a_table_the_copy_did_not_report_is_expected_empty_without_a_last_sync():
+    context = _context([_copy("app.a"), _copy("app.quiet"), _copy("app.ext", appends=True)])
+    relations = dict.fromkeys(["app.a", "app.quiet", "app.ext"])
+    local = engine._check_counts(context, relations, {"app.a": 1, "app.quiet": 0, "app.ext": 0},
+                                 {"app.a": _result("app.a", 1)}, None)
+    assert local == {"app.a": 1, "app.quiet": 0, "app.ext": 0}
+    assert context.summary.row_counts == {"app.a": 1, "app.ext": 0, "app.quiet": 0}
+
+
+def test_a_table_carried_over_is_expected_to_hold_what_the_source_had_not_what_was_local():
+    """The last sync's source count, not its local count, is what a table copied then must hold now."""
+    context = _context([_copy("app.kept")])
+    previous = _previous({"app.kept": 6}, {"app.kept": 7})
+    with pytest.raises(TetherError) as raised:
+        engine._check_counts(context, {"app.kept": None}, {"app.kept": 6}, {}, previous)
+    assert raised.value.message == MISMATCH.format("app.kept: 7 in the source snapshot, 6 locally")
