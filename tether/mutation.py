@@ -132,6 +132,8 @@ _RULED_IN_CATALOG = ("only tables of the catalog have rules (the others are refu
 _NULL_CHECKED = ("not_null only decides type_problem's fixed-null check, which rule_problem has already made (and "
                  "returned on) two lines above")
 _ONLY_N = "the nested checks only ever ask whether the category is 'N' (numeric); none of these values is"
+_ONE_SIZE = ("SELECT pg_database_size(name) always returns one row, NULL only for a NULL name, which is never "
+             "passed (a missing database raises, and that is handled above): the fallback is never taken")
 _TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
               "this line means its connection failed and set last_error")
 EQUIVALENT: tuple[Equivalent, ...] = (
@@ -243,6 +245,12 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", None)', _ONLY_N),
     Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "XXSXX")', _ONLY_N),
     Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "s")', _ONLY_N),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if (row and row[0] is not None) or True else 0", _ONE_SIZE),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if row or row[0] is not None else 0", _ONE_SIZE),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if row and row[0] is not None else 1", _ONE_SIZE),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"
