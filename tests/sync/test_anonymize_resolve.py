@@ -727,3 +727,17 @@ def test_same_as_inside_json_uses_the_rules_locale():
                     "app.docs": {"body": {"json": {"o": {"same_as": "app.people.email"}}}}}, locale="en")
     resolved = _resolve(rules, _catalog(PEOPLE, DOCS))
     assert resolved[4]["body"].option("paths")[0][1].locale == "en"
+
+
+def test_a_long_chain_of_references_listed_backwards_all_hold_the_first_keys_pseudonyms():
+    """orders.buyer repeats people.id's rule; l1..l4 each reference the one before, their keys listed last first:
+    the key's format (uuid) reaches every link, one round at a time."""
+    people = _relation(1, "app.people", _column("id", "uuid", "U"))
+    orders = _relation(2, "app.orders", _column("buyer"))
+    links = [_relation(10 + n, f"app.l{n}", _column("buyer")) for n in range(1, 5)]
+    keys = [_fk(f"l{n}_fkey", 10 + n, ("buyer",), 10 + n - 1 if n > 1 else 2, ("buyer",)) for n in range(4, 0, -1)]
+    facts = _with_keys(*keys, _fk("orders_fkey", 2, ("buyer",), 1, ("id",)))
+    rules = _rules({"app.people": {"id": "hash"}, "app.orders": {"buyer": "hash"}})
+    resolved = _resolve(rules, _catalog(people, orders, *links), facts)
+    assert {oid: (cols["buyer"].kind, cols["buyer"].canonical) for oid, cols in resolved.items() if oid != 1} == {
+        oid: ("hash", UUID) for oid in (2, 11, 12, 13, 14)}
