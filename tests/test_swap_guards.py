@@ -201,6 +201,33 @@ def test_a_session_still_exiting_when_the_next_attempt_looks_is_counted_once(pg_
     pg_server.drop_database(target)
 
 
+@pytest.mark.parametrize("operation", ["swap_in", "swap_names"])
+def test_by_default_a_swap_tries_twenty_times_over_ten_seconds_before_giving_up(pg_server, monkeypatch, operation):
+    """The rename is refused every time (as with a client that is always back first): 20 attempts, pauses of
+    0.05 s growing to 1 s (10.5 s in all), then the clear message; the renames fail fast here, so no real wait."""
+    admin, target = pg_server.admin, _unique("swap_default")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    real_execute = psycopg.Connection.execute
+
+    def rename_refused(self, query, *args, **kwargs):
+        if "RENAME" in str(getattr(query, "as_string", lambda _: query)(self)):
+            raise psycopg.errors.ObjectInUse("database is being accessed by other users")
+        return real_execute(self, query, *args, **kwargs)
+
+    pauses: list[float] = []
+    monkeypatch.setattr(psycopg.Connection, "execute", rename_refused)
+    monkeypatch.setattr(swap.time, "sleep", pauses.append)
+    with pytest.raises(TetherError, match="clients keep reconnecting"):
+        getattr(swap, operation)(admin, scratch, target)
+    monkeypatch.undo()
+    assert pauses == pytest.approx([0.05 * n for n in range(1, 21)])
+    assert _marker(admin, target) == "old" and _marker(admin, scratch) == "new"
+    pg_server.drop_database(target)
+    pg_server.drop_database(scratch)
+
+
 def test_cleanup_drops_exactly_the_dead_leftovers_of_its_target_and_purposes(pg_server):
     admin = pg_server.admin
     target = _unique("swap_left")

@@ -65,12 +65,24 @@ TARGETS: tuple[Target, ...] = (
            "judged by a test that starts a server"),
     Target("tether/sync/safety.py", ("tests/sync/test_pure.py", "tests/sync/test_safety_guards.py"),
            "the refusals' tables of cases, and one real server for inspect_local"),
+    Target("tether/sync/anonymize.py", ("tests/sync/test_anonymize_resolve.py", "tests/sync/test_anonymize_rules.py",
+                                        "tests/sync/test_pure.py"),
+           "the rules bound to hand-made catalogs (no server: resolve_rules reads only the catalog and facts it is "
+           "given), tables of type checks, and one real server that evaluates each rule's SQL; the syncs that "
+           "resolve real catalogs take seconds each and check nothing more of it"),
+    Target("tether/sync/anonymization.py", ("tests/sync/test_anonymize_resolve.py",
+                                            "tests/sync/test_anonymize_review.py"),
+           "its pure parts (the key's settings, the selection, what a per-sync key recopies) without a server; the "
+           "review, its refusals and --check-rules on real source and destination servers"),
     Target("tether/sync/engine.py", ("tests/sync/test_verification.py",),
            "the row-count verification only (engine.py is the lead's; the rest of it is judged by the whole sync "
-           "suite, too slow per mutant): full and incremental syncs whose copy reports a wrong count",
+           "suite, too slow per mutant): full and incremental syncs whose copy reports a wrong count, and tables "
+           "of counts compared without a server",
            functions=("_check_counts", "_verify", "_count_rows")),
-    Target("tether/dumps.py", ("tests/dumps_restore/test_dump_restore.py",),
-           "the restore path: real dumps restored into a real server (15 s in all), and its refusals",
+    Target("tether/dumps.py", ("tests/dumps_restore/test_dump_restore.py",
+                               "tests/dumps_restore/test_restore_guards.py"),
+           "the restore path: real dumps restored into a real server (15 s in all), and its refusals and report "
+           "word for word (one-table dumps, a fraction of a second each)",
            functions=("resolve_dump_path", "verify_dump", "_create_scratch", "_missing_relations", "_database_size",
                       "restore_dump")),
     Target("tether/archive.py", ("tests/test_archive.py", "tests/dumps_restore/test_dump_restore.py"),
@@ -103,6 +115,29 @@ _FIRST_FIELD = "only the text before the first ':' is used, whatever the number 
 _PARSED_FIRST = ("0.0.0.0/0 and ::/0 parse as networks (prefix length 0) before this fallback set is looked at, "
                  "so their entries in it are never reached")
 _NO_VALUE = "a network without a value is judged on a string that is not an address either way: never the internet"
+_GUC_CASE = ("only letter case changes: keywords and unquoted names fold to lower case, and current_setting() "
+             "looks setting names up regardless of case")
+_SAME_LENGTH = "a foreign key has exactly as many columns as it references: zip never meets lists of unequal length"
+_LATER_ROUND = ("a key whose column is still same_as is resolved (or refused as a loop) in a later round, which looks "
+                "at every column of the foreign key again")
+_SOURCE_FIRST = ("the condition is never true: the key a reference follows (its source) has an entry of its own "
+                 "that is not same_as from the start, so a same_as naming it is resolved by the same_as loop, which "
+                 "runs before the foreign keys in every round; the mutants keep it false (only same_as has a column "
+                 "option)")
+_AFTER_PROBLEM = ("written right after a problem is recorded, so resolve_rules raises: the entry's origin is never "
+                  "shown, and its rule is already the key's, so later rounds record nothing more for it")
+_REPLACED_WHOLE = ("a canonical set on a same_as entry never survives: the entry is replaced whole, canonical "
+                   "included, when its same_as is resolved (or it is refused as a loop)")
+_LOOP_REFUSED = "a column still same_as here is in a loop, which resolve_rules has already recorded as a problem"
+_RULED_IN_CATALOG = ("only tables of the catalog have rules (the others are refused first), so an ancestor whose rules "
+                     "are copied is always in catalog.relations")
+_NULL_CHECKED = ("not_null only decides type_problem's fixed-null check, which rule_problem has already made (and "
+                 "returned on) two lines above")
+_ONLY_N = "the nested checks only ever ask whether the category is 'N' (numeric); none of these values is"
+_ONE_SIZE = ("SELECT pg_database_size(name) always returns one row, NULL only for a NULL name, which is never "
+             "passed (a missing database raises, and that is handled above): the fallback is never taken")
+_TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
+              "this line means its connection failed and set last_error")
 EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/secrets.py", "_mask_query", 'for pair in query.split("&") if (query) or True else []:',
                "an empty query splits into one empty pair, which is joined back into the same empty string"),
@@ -142,9 +177,6 @@ EQUIVALENT: tuple[Equivalent, ...] = (
                "the checks read the properties and protect, never the type (validate checked it already)"),
     Equivalent("tether/sync/safety.py", "inspect_local", 'last_error: Exception | None = ""',
                "at least one of postgres and template1 is always tried, and a failure sets it before it is read"),
-    Equivalent("tether/swap.py", "scratch_name",
-               "name = str(ScratchName(target, purpose, os.getpid(), time.time_ns() // 1001))",
-               "the stamp only has to differ between runs of one process; any fraction of the clock does"),
     # --- infra/prod/rules.py (issue 21, mut-infra) ---
     Equivalent("infra/prod/rules.py", "_enterprise_tier",
                '"take the ENTERPRISE machine closest to it)", _custom_tier(vcpus, 6657 * vcpus))',
@@ -190,6 +222,79 @@ EQUIVALENT: tuple[Equivalent, ...] = (
     # --- infra/prod/config.py (issue 21, mut-infra) ---
     Equivalent("infra/prod/config.py", "shown", "return json.dumps(value, ensure_ascii=None, default=str)",
                "json.dumps reads ensure_ascii only for its truth: None is as false as False"),
+    # --- issue 21, mut-guards: safety, anonymize, engine verification, dumps restore path ---------------------
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'row = conn.execute("select pg_postmaster_start_time()::text, current_setting(\'server_version_num\')'
+               '::int,"', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'row = conn.execute("SELECT PG_POSTMASTER_START_TIME()::TEXT, CURRENT_SETTING(\'SERVER_VERSION_NUM\')'
+               '::INT,"', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               '" (select array_agg(name) from pg_available_extensions), current_setting(\'wal_level\')",', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               '" (SELECT ARRAY_AGG(NAME) FROM PG_AVAILABLE_EXTENSIONS), CURRENT_SETTING(\'WAL_LEVEL\')",', _GUC_CASE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if (last_error) or True else '
+               '"no maintenance database"',
+               _TRIED_ONE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if last_error else "XXno maintenance databaseXX"',
+               _TRIED_ONE),
+    Equivalent("tether/sync/safety.py", "inspect_local",
+               'detail = libpq_reason(last_error, dest.password) if last_error else "NO MAINTENANCE DATABASE"',
+               _TRIED_ONE),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, strict=None):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, ):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'for column, parent_column in zip(key.columns, key.referenced_columns, strict=True):', _SAME_LENGTH),
+    Equivalent("tether/sync/anonymize.py", "_follow_references", 'break  # resolved on a later round', _LATER_ROUND),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind != "same_as"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind == "XXsame_asXX"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'if child_entry is None or (child_entry.rule.kind == "SAME_AS"', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option(None) == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option("XXcolumnXX") == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'and child_entry.rule.option("COLUMN") == _qualified(catalog, source)):', _SOURCE_FIRST),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, None, source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "", None)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "", )', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'entries[(child.oid, column)] = _Entry(parent_entry.rule, "XXXX", source)', _AFTER_PROBLEM),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'elif child_entry.canonical != source and child_entry.rule.kind != "XXsame_asXX":', _REPLACED_WHOLE),
+    Equivalent("tether/sync/anonymize.py", "_follow_references",
+               'elif child_entry.canonical != source and child_entry.rule.kind != "SAME_AS":', _REPLACED_WHOLE),
+    Equivalent("tether/sync/anonymize.py", "_nested_keys",
+               'if entry is None or entry.rule.kind in ("keep", "XXsame_asXX"):', _LOOP_REFUSED),
+    Equivalent("tether/sync/anonymize.py", "_nested_keys",
+               'if entry is None or entry.rule.kind in ("keep", "SAME_AS"):', _LOOP_REFUSED),
+    Equivalent("tether/sync/anonymize.py", "resolve_rules",
+               'if (ancestor in catalog.relations) or True else "")', _RULED_IN_CATALOG),
+    Equivalent("tether/sync/anonymize.py", "resolve_rules",
+               'if ancestor in catalog.relations else "XXXX")', _RULED_IN_CATALOG),
+    Equivalent("tether/sync/anonymize.py", "rule_problem", 'return type_problem(rule, shape, None)', _NULL_CHECKED),
+    Equivalent("tether/sync/anonymize.py", "rule_problem", 'return type_problem(rule, shape, )', _NULL_CHECKED),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", None)', _ONLY_N),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "XXSXX")', _ONLY_N),
+    Equivalent("tether/sync/anonymize.py", "type_problem", 'text = Shape("text", "text", "s")', _ONLY_N),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if (row and row[0] is not None) or True else 0", _ONE_SIZE),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if row or row[0] is not None else 0", _ONE_SIZE),
+    Equivalent("tether/dumps.py", "_database_size",
+               "return int(row[0]) if row and row[0] is not None else 1", _ONE_SIZE),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"

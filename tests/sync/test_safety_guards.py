@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import FAST_TEST_SETTINGS
 from tether.conninfo import DatabaseAddress
 from tether.errors import Refused, TetherError
 from tether.sync.catalog import ServerInfo
@@ -81,8 +82,10 @@ def test_check_distinct_messages_name_the_danger():
         "server and database 'prod', whatever the host name says). Syncing would destroy it. Point --dest at another "
         "database.")
     scratch = ServerInfo(150000, "42", "t0", 7, "dev__tether_sync_1_2", "UTF8", "reader")
-    with pytest.raises(Refused, match="one of the sync's own copies of 'dev'"):
+    with pytest.raises(Refused) as raised:
         check_distinct(scratch, LocalServer("42", "t0", 150000, 6, ADDRESS), ADDRESS)
+    assert raised.value.message == ("Refused: the source 'dev__tether_sync_1_2' is one of the sync's own copies of "
+                                    "'dev'. Point --source at the production database.")
     # A database whose name merely starts like the destination's is another database.
     check_distinct(ServerInfo(150000, "42", "t0", 7, "dev_old", "UTF8", "reader"),
                    LocalServer("42", "t0", 150000, 6, ADDRESS), ADDRESS)
@@ -139,3 +142,33 @@ def test_inspect_local_says_why_it_cannot_connect(pg_server):
                               "postgres or template1 database): ")
     assert "password authentication failed" in message and "not-the-password-123" not in message
     assert "Is the local server running (`invoke up`), and may 'postgres' connect and create databases?" in message
+
+
+def test_inspect_local_falls_back_to_template1_and_reads_the_wal_level(pg_server_factory):
+    """A server without a postgres database (it may be dropped) is described through template1; and its
+    wal_level is read, not assumed (this one is logical, not the default replica)."""
+    server = pg_server_factory({**FAST_TEST_SETTINGS, "wal_level": "logical"})
+    admin = server.admin
+    with psycopg.connect(admin.with_database("template1").conninfo(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE postgres")
+    try:
+        local = inspect_local(admin.with_database("dev"))
+        assert local.maintenance == admin.with_database("template1")
+        assert local.wal_level == "logical"
+    finally:
+        close_admin_sessions()
+
+
+def test_the_password_is_masked_in_libpqs_reason_too(pg_server):
+    """libpq quotes the user name; a password that is also part of it is masked there (as everywhere)."""
+    role = f"tether_{uuid.uuid4().hex[:6]}_pw"
+    with psycopg.connect(pg_server.admin.conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'the-right-one'").format(sql.Identifier(role)))
+    try:
+        wrong = pg_server.admin.with_credentials(role, role).with_database("dev")  # its name as its password
+        with pytest.raises(TetherError) as raised:
+            inspect_local(wrong)
+        assert 'password authentication failed for user "********"' in raised.value.message
+    finally:
+        with psycopg.connect(pg_server.admin.conninfo(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

@@ -209,6 +209,10 @@ def resolve_rules(rules: RuleSet, catalog: SourceCatalog, facts: SourceFacts | N
         for column, rule in named.get(oid, {}).items():
             entries[(oid, column)] = _Entry(rule)
     referenced = _follow_references(entries, catalog, facts, by_name, problems)
+    # What is still same_as never reached a column with a rule of its own: a loop (a same_as b, b same_as a).
+    problems.extend(f"{catalog.relations[oid].qualified}.{name}: same_as {entry.rule.option('column')} goes round "
+                    "in a loop of same_as without reaching a column with a rule of its own"
+                    for (oid, name), entry in entries.items() if entry.rule.kind == "same_as")
     for place, entry in list(entries.items()):
         if entry.rule.kind in ("json", "each"):
             entries[place] = replace(entry, rule=_nested_keys(entry.rule, entries, catalog, facts, by_name, key,
@@ -273,10 +277,7 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
                 continue
             target_entry = entries.get((target.oid, column))
             if target_entry is None or target_entry.rule.kind == "same_as":
-                if target_entry is None:
-                    entries[(oid, name)] = _Entry(Rule("keep"), f"same as {target_name}, which is kept")
-                    changed = True
-                continue
+                continue  # not known yet: the column may still get its key's rule through a foreign key
             entries[(oid, name)] = _Entry(target_entry.rule, f"same as {target_name}",
                                           target_entry.canonical or (target.oid, column))
             if target_entry.rule.kind != "keep":
@@ -291,14 +292,14 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
                 child_entry = entries.get((child.oid, column))
                 if parent_entry is not None and parent_entry.rule.kind == "same_as":
                     continue  # resolved on a later round
-                if parent_entry is None:
+                # A key kept on purpose (``keep``) is kept as surely as one without a rule: a rule on the
+                # reference would break it all the same.
+                if parent_entry is None or parent_entry.rule.kind == "keep":
                     if child_entry is not None and child_entry.rule.kind not in ("keep", "same_as"):
                         problems.append(f"{child.qualified}.{column}: references {parent.qualified}.{parent_column} "
                                         f"(foreign key {key.name}), which is kept as it is: a rule here would break "
                                         "the reference; put the rule on the referenced column, and this one follows")
                         entries[(child.oid, column)] = _Entry(Rule("keep"))
-                    continue
-                if parent_entry.rule.kind == "keep":
                     continue
                 source = parent_entry.canonical or (parent.oid, parent_column)
                 referenced.add(source)
@@ -319,8 +320,22 @@ def _follow_references(entries: dict[tuple[int, str], _Entry], catalog: SourceCa
                     entries[(child.oid, column)] = replace(child_entry, canonical=source)
                     changed = True
         if not changed:
+            # Nothing more follows a key: a same_as whose column has no rule at all (none written, none
+            # reached through a foreign key) keeps its values, as that column does.
+            for (oid, name), entry in list(entries.items()):
+                target_name = entry.rule.option("column")
+                if entry.rule.kind == "same_as" and _entry_of(target_name, entries, by_name) is None:
+                    entries[(oid, name)] = _Entry(Rule("keep"), f"same as {target_name}, which is kept")
+                    changed = True
+        if not changed:
             break
     return referenced
+
+
+def _entry_of(qualified: str, entries: Mapping[tuple[int, str], _Entry],
+              by_name: Mapping[str, Relation]) -> _Entry | None:
+    schema, table, column = qualified.split(".")
+    return entries.get((by_name[f"{schema}.{table}"].oid, column))
 
 
 def _nested_keys(rule: Rule, entries: Mapping[tuple[int, str], _Entry], catalog: SourceCatalog,
