@@ -4,22 +4,10 @@ import os
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from tests.swap_support import make_marked as _make
+from tests.swap_support import marker_of as _marker
 from tether import swap
-
-
-def _make(admin, name, marker):
-    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(admin.with_database(name).conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE marker (value text)")
-        conn.execute("INSERT INTO marker VALUES (%s)", (marker,))
-
-
-def _marker(admin, name):
-    with psycopg.connect(admin.with_database(name).conninfo()) as conn:
-        return conn.execute("SELECT value FROM marker").fetchone()[0]
 
 
 def test_swap_replaces_target_and_disconnects_its_sessions(pg_server):

@@ -10,25 +10,15 @@ import time
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from tests.swap_support import make_marked as _make
+from tests.swap_support import marker_of as _marker
 from tether import swap
 from tether.errors import TetherError
 
 DEAD_PID = 2**22 + 12345  # above Linux's highest pid_max: never a live process
 
 
-def _make(admin, name, marker):
-    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(admin.with_database(name).conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE marker (value text)")
-        conn.execute("INSERT INTO marker VALUES (%s)", (marker,))
-
-
-def _marker(admin, name):
-    with psycopg.connect(admin.with_database(name).conninfo()) as conn:
-        return conn.execute("SELECT value FROM marker").fetchone()[0]
 
 
 def _names(admin, prefix):
