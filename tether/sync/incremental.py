@@ -26,7 +26,7 @@ from psycopg import sql
 from tether.conninfo import DatabaseAddress
 from tether.sync.catalog import Relation
 from tether.sync.parallel import run_parallel
-from tether.sync.snapshot import JoinedSessions, XidSnapshot, connect_local, connect_source, join_snapshot
+from tether.sync.snapshot import JoinedSessions, XidSnapshot, connect_local, joined_session
 
 STATE_VERSION = 1
 XID_SPACE = 2**32
@@ -164,11 +164,7 @@ def fingerprint_tables(source: DatabaseAddress, snapshot_id: str, xids: XidSnaps
                       for relation in relations)
 
     def open_session() -> psycopg.Connection:
-        if sessions is not None:
-            return sessions.take()
-        conn = connect_source(source)
-        join_snapshot(conn, snapshot_id)
-        return conn
+        return sessions.take() if sessions is not None else joined_session(source, snapshot_id)
 
     try:
         results = run_parallel(queries, open_session, _rows, jobs)

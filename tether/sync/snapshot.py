@@ -125,6 +125,17 @@ def join_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
         conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
 
 
+def joined_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Connection:
+    """A new session to the source, in the snapshot ``snapshot_id`` (closed again if joining fails)."""
+    conn = connect_source(source)
+    try:
+        join_snapshot(conn, snapshot_id)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def _still_open(conn: psycopg.Connection) -> bool:
     """Whether an idle session is still usable, without a round trip: a server that ended it (an idle timeout, a
     pooler, an administrator) has sent its goodbye, which reading what is already there reveals."""
@@ -156,13 +167,7 @@ class JoinedSessions:
         return bool(self._warm) or bool(self._taken)
 
     def _join(self) -> psycopg.Connection:
-        conn = connect_source(self.source)
-        try:
-            join_snapshot(conn, self.snapshot_id)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return joined_session(self.source, self.snapshot_id)
 
     def take(self) -> psycopg.Connection:
         with self._lock:
