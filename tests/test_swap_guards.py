@@ -148,6 +148,28 @@ def test_sessions_kicked_on_every_attempt_are_all_counted(pg_server, monkeypatch
     pg_server.drop_database(target)
 
 
+def test_a_non_client_backend_on_the_target_is_sent_away_but_not_counted_as_a_session(pg_server):
+    """Autovacuum workers come and go on a fresh database (CI once counted one as a third session). Any
+    backend must go for the rename to pass, but only clients are sessions: a logical walsender stands in."""
+    admin, target = pg_server.admin, _unique("swap_worker")
+    _make(admin, target, "old")
+    scratch = swap.scratch_name(target, "sync")
+    _make(admin, scratch, "new")
+    client = psycopg.connect(admin.with_database(target).conninfo())
+    walsender = psycopg.connect(admin.with_database(target).conninfo(), replication="database", autocommit=True)
+    try:
+        with psycopg.connect(admin.conninfo()) as conn:
+            kinds = conn.execute("SELECT backend_type FROM pg_stat_activity WHERE datname = %s ORDER BY 1",
+                                 (target,)).fetchall()
+        assert kinds == [("client backend",), ("walsender",)]
+        assert swap.swap_in(admin, scratch, target) == 1
+    finally:
+        client.close()
+        walsender.close()
+    assert _marker(admin, target) == "new"
+    pg_server.drop_database(target)
+
+
 def test_a_session_still_exiting_when_the_next_attempt_looks_is_counted_once(pg_server, monkeypatch):
     """A terminated session stays in pg_stat_activity until it has exited: the retry sees it again."""
     admin, target = pg_server.admin, _unique("swap_linger")

@@ -94,17 +94,19 @@ def cleanup_leftovers(admin: DatabaseAddress, target: str, purposes: tuple[str, 
 
 
 def terminate_sessions(conn: psycopg.Connection, database: str) -> set[int]:
-    """Disconnect every other session on ``database``; returns the process ids told to go.
+    """Disconnect every other session on ``database``; returns the process ids of the clients told to go.
 
     Ids, not a count: a session told to go stays listed until it has exited, so a caller that tries again
-    soon after sees it a second time and must not count it twice.
+    soon after sees it a second time and must not count it twice. Only client backends are returned: an
+    autovacuum worker on the database must go too (it would block the rename) but it is nobody's session.
     """
     rows = conn.execute(
         # In the select list, not the WHERE clause: there the planner may call it before excluding our own pid.
-        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        "SELECT pid, backend_type = 'client backend', pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = %s AND pid <> pg_backend_pid()",
         (database,),
     ).fetchall()
-    return {pid for pid, told in rows if told}
+    return {pid for pid, is_client, told in rows if told and is_client}
 
 
 def swap_names(admin: DatabaseAddress, scratch: str, target: str, *, attempts: int = 20) -> tuple[int, str | None]:
