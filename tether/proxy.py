@@ -323,11 +323,26 @@ def _terminate(pid: int, start_ticks: int | None, grace: float) -> bool:
     forced = process_alive(pid, start_ticks)
     # Always, also after a clean exit: anything the proxy left in its group goes with it.
     _signal_group(pid, signal.SIGKILL)
+    # SIGKILL is delivered, not done: on a busy machine a child can still be running a moment later. Wait for
+    # the whole group, so that "stopped" means no process of it is left.
     deadline = time.monotonic() + 5
-    while process_alive(pid, start_ticks) and time.monotonic() < deadline:
+    while (process_alive(pid, start_ticks) or _group_has_live_members(pid)) and time.monotonic() < deadline:
         time.sleep(_POLL)
     _reap(pid)
     return forced
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """True while a process of group ``pgid`` other than a zombie exists (Linux; elsewhere False)."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 # --- starting --------------------------------------------------------------------------------------------
