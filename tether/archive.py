@@ -204,12 +204,19 @@ def offline_env() -> dict[str, str]:
             if not _SECRET_NAME.search(key) and not (key.startswith("PG") and key != "PGPASSFILE")}
 
 
-def run_program(argv: list[str], env: dict[str, str], what: str, hint: str = "") -> str:
-    """Run a client program; a failure is a CommandFailed carrying the tail of its stderr."""
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise CommandFailed(what, result.returncode, redact(result.stderr), hint)  # no row's values in a message
-    return result.stdout
+def run_program(argv: list[str], env: dict[str, str], what: str, hint: str = "", *,
+                on_start: Callable[[subprocess.Popen[str]], None] | None = None) -> str:
+    """Run a client program; a failure is a CommandFailed carrying the tail of its stderr.
+
+    ``on_start`` receives the running process, for a caller in another thread that may have to stop it.
+    """
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        if on_start is not None:
+            on_start(process)
+        stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise CommandFailed(what, process.returncode, redact(stderr), hint)  # no row's values in a message
+    return stdout
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -182,6 +183,7 @@ class _Context:
     archive_bytes: int = 0  # the size of pg_dump's archive: bytes from the source besides the rows
     held_locks: frozenset[tuple[str, str]] = frozenset()  # (schema, table) the snapshot session has locked
     review_pending: bool = False  # the personal-column review waits for the tables a re-sync will copy
+    early_schema: _EarlySchemaDump | None = None  # the schema dump, when it started during the review
 
     @property
     def admin(self) -> DatabaseAddress:
@@ -226,7 +228,7 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                 else localdb.read_state(local.maintenance, localdb.snapshot_name(dest.database)))
     # Exits in reverse: an early change detection ends, then its sessions close, then the snapshot.
     with private_workdir("sync") as work_dir, exported_snapshot(source) as snap, \
-            _early_detection(source, snap) as early:
+            _early_detection(source, snap) as early, _EarlySchemaDump() as early_schema:
         with phases("plan"):
             catalog = read_catalog(snap.conn)
             catalog_digest = catalog_fingerprint(snap.conn)
@@ -269,6 +271,13 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             # new column changes the catalog, and rows that are not copied cannot leak.
             review_later = (options.anonymize and previous is not None and previous.catalog_digest == catalog_digest
                             and previous.options_digest == options_digest)
+            context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, anonymization,
+                               options_digest, Path(work_dir), catalog_digest=catalog_digest, source_rtt=source_rtt,
+                               held_locks=frozenset((relation.schema, relation.name) for relation in held),
+                               review_pending=review_later)
+            if previous is None or previous.catalog_digest != catalog_digest:  # else no pg_dump is needed
+                early_schema.start(context, snap)  # reads no rows: it may overlap the review
+                context.early_schema = early_schema
             if options.anonymize and not review_later:
                 anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
         if not options.anonymize:
@@ -280,11 +289,6 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
             progress.phase("WARNING: anonymization is off; the local copy will hold real personal data")
         if anonymization.key is not None:
             summary.pseudonym_key = anonymization.key.mode
-        context = _Context(source, dest, options, progress, summary, phases, local, catalog, plan, anonymization,
-                           options.digest(rules, anonymization.key_identity), Path(work_dir),
-                           catalog_digest=catalog_digest, source_rtt=source_rtt,
-                           held_locks=frozenset((relation.schema, relation.name) for relation in held),
-                           review_pending=review_later)
         _fill_plan_summary(context)
         if subset is not None:
             summary.subset = subset_summary(subset)
@@ -401,39 +405,108 @@ def _programs(context: _Context) -> tuple[Path, Path]:
     return client_program("pg_dump", min_major=major), client_program("pg_restore", min_major=major)
 
 
-def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
-    """One pg_dump of the source (all but table rows) in the snapshot; its script's hash says whether the schema
-    changed, and it names each object's owner and the database's settings."""
+@dataclass(frozen=True)
+class _SchemaRead:
+    """pg_dump's archive of the source schema, read back: what ``_dump_schema`` puts into the context."""
+
+    archive: Path
+    order: Phases
+    archive_sql: ArchiveSql
+    locks_answered: int | None  # pg_dump's table locks the lock shim answered locally (None: no shim)
+
+
+def _read_schema(context: _Context, snapshot_id: str, password: str | None,
+                 on_start: Callable[[Any], None] | None = None) -> _SchemaRead:
+    """pg_dump of the source (all but table rows) in the snapshot, and its restore order and SQL.
+
+    Uses no session of the sync's own, so that it can run while the plan's review still uses them.
+    """
     pg_dump, pg_restore = _programs(context)
     archive = context.work_dir / "schema.dump"
     patterns = [exclude_table_pattern(relation) for relation in context.plan.excluded]
-    with _pg_dump_source(context, snap) as through:
-        run_program(pg_dump_argv(pg_dump, through, snap.snapshot_id, archive, patterns,
+    with _pg_dump_source(context, password) as (through, shim):
+        run_program(pg_dump_argv(pg_dump, through, snapshot_id, archive, patterns,
                                  large_objects=context.plan.large_objects),
                     source_env(through), "pg_dump of the source schema",
-                    "The source role needs SELECT on every table it copies (the readonly role has it).")
-    context.archive_bytes = archive.stat().st_size
+                    "The source role needs SELECT on every table it copies (the readonly role has it).",
+                    on_start=on_start)
     toc = parse_toc(run_program(pg_restore_list_argv(pg_restore, archive), offline_env(), "pg_restore --list"))
     order = restore_phases(toc.entries, context.plan.skipped_foreign_keys)
     archive_sql = read_archive(pg_restore, archive, toc, order, context.work_dir)
-    context.archive, context.order, context.archive_sql = archive, order, archive_sql
+    return _SchemaRead(archive, order, archive_sql, shim.answered if shim is not None else None)
+
+
+class _EarlySchemaDump:
+    """The schema dump, started while the plan's review still runs, and stopped if the sync stops before using it.
+
+    pg_dump reads no rows, only catalogs, so nothing personal moves before the review has passed; what it
+    saves is its own duration (most of a second on a fast link; its round trips overlap the review's).
+    """
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._future: Future[_SchemaRead] | None = None
+        self._process: Any = None
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    def start(self, context: _Context, snap: SourceSnapshot) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema-dump")
+        self._future = self._pool.submit(_read_schema, context, snap.snapshot_id, snap.conn.info.password,
+                                         self._started)
+
+    def _started(self, process: Any) -> None:
+        with self._lock:
+            self._process = process
+            if self._stopping:
+                process.kill()
+
+    def take(self) -> _SchemaRead | None:
+        """The dump's result (its error, if it failed); None if it was never started or was taken already."""
+        future, self._future = self._future, None
+        return future.result() if future is not None else None
+
+    def __enter__(self) -> _EarlySchemaDump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._stopping = True
+            if self._future is not None and self._process is not None and self._process.poll() is None:
+                self._process.kill()
+        if self._future is not None:
+            with contextlib.suppress(Exception):
+                self._future.result()  # waited for: the work directory it writes in goes away next
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+
+def _dump_schema(context: _Context, snap: SourceSnapshot) -> None:
+    """One pg_dump of the source (all but table rows) in the snapshot; its script's hash says whether the schema
+    changed, and it names each object's owner and the database's settings. Taken from the early dump if one ran."""
+    early = context.early_schema.take() if context.early_schema is not None else None
+    read = early or _read_schema(context, snap.snapshot_id, snap.conn.info.password)
+    if read.locks_answered is not None:
+        context.summary.notes.append(f"pg_dump's {read.locks_answered} table locks were already held by the sync's "
+                                     "snapshot session: answered on this machine, not across the network")
+    context.archive_bytes = read.archive.stat().st_size
+    context.archive, context.order, context.archive_sql = read.archive, read.order, read.archive_sql
     # Large objects' contents are data pg_dump wrote, but not part of the script: they count as schema here, so
     # a change means a full sync (their metadata is in the script already).
     contents = large_object_fingerprint(snap.conn) if context.plan.large_objects else ""
-    context.settings, context.schema_digest = archive_sql.settings, archive_sql.digest + contents
+    context.settings, context.schema_digest = read.archive_sql.settings, read.archive_sql.digest + contents
 
 
 @contextmanager
-def _pg_dump_source(context: _Context, snap: SourceSnapshot) -> Iterator[DatabaseAddress]:
+def _pg_dump_source(context: _Context, password: str | None) -> Iterator[
+        tuple[DatabaseAddress, lockshim.LockShim | None]]:
     """Where pg_dump reads the source: through the lock shim when the source is across a network (see
     tether.sync.lockshim), else directly."""
     if context.source_rtt < SLOW_ROUND_TRIP or not lockshim.usable(context.source):
-        yield context.source
+        yield context.source, None
         return
     with lockshim.LockShim(context.source, context.held_locks) as shim:
-        yield lockshim.shim_address(context.source, shim.port, snap.conn.info.password)
-    context.summary.notes.append(f"pg_dump's {shim.answered} table locks were already held by the sync's snapshot "
-                                 "session: answered on this machine, not across the network")
+        yield lockshim.shim_address(context.source, shim.port, password), shim
 
 
 def _full_sync_reason(context: _Context, previous: SyncState | None, snap: SourceSnapshot) -> str | None:
