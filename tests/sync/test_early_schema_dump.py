@@ -116,3 +116,27 @@ def test_a_resync_of_the_same_catalog_starts_no_dump(sync_servers, sync_options,
     monkeypatch.setattr(engine._EarlySchemaDump, "start", recording)
     summary = sync(source, dest, sync_options())
     assert summary.mode == "unchanged" and started == []
+
+
+def test_large_objects_wait_for_the_review(sync_servers, sync_options, monkeypatch, tmp_path):
+    """pg_dump brings large objects' contents: opaque bytes that may be personal, so no dump before the review."""
+    import psycopg
+
+    source, dest = sync_servers.source_copy(), sync_servers.dest()
+    with psycopg.connect(source.conninfo(), autocommit=True) as conn:
+        conn.execute("SELECT lo_from_bytea(0, 'scanned passport of a customer'::bytea)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(Path(sync_options().rules_path).read_text() + "\nlarge_objects: keep\n")
+    pid_file = _slow_pg_dump(tmp_path, monkeypatch, 0)
+    dumped_before_review: list[bool] = []
+    enforce = Anonymization.enforce
+
+    def recording(self, snapshot, address, snapshot_id, catalog, plan):
+        time.sleep(1)  # room for an early dump to start, if one were started
+        dumped_before_review.append(pid_file.exists())
+        return enforce(self, snapshot, address, snapshot_id, catalog, plan)
+
+    monkeypatch.setattr(Anonymization, "enforce", recording)
+    summary = sync(source, dest, sync_options(rules_path=rules))
+    assert dumped_before_review == [False] and pid_file.exists()
+    assert summary.verified

@@ -275,8 +275,10 @@ def _sync(source: DatabaseAddress, dest: DatabaseAddress, options: SyncOptions, 
                                options_digest, Path(work_dir), catalog_digest=catalog_digest, source_rtt=source_rtt,
                                held_locks=frozenset((relation.schema, relation.name) for relation in held),
                                review_pending=review_later)
-            if previous is None or previous.catalog_digest != catalog_digest:  # else no pg_dump is needed
-                early_schema.start(context, snap)  # reads no rows: it may overlap the review
+            # pg_dump reads catalogs, no rows, so it may overlap the review; not with large objects, whose contents
+            # it brings too (they wait for the review, like rows). And not when no pg_dump is needed at all.
+            if not plan.large_objects and (previous is None or previous.catalog_digest != catalog_digest):
+                early_schema.start(context, snap)
                 context.early_schema = early_schema
             if options.anonymize and not review_later:
                 anonymization.enforce(snap.conn, source, snap.snapshot_id, catalog, plan)
