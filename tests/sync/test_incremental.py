@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 
+from tests.conftest import wait_for_sessions_to_end
 from tether.errors import Refused, TetherError
 from tether.native import postgres as native_pg
 from tether.processes import pid_exists
@@ -95,6 +96,8 @@ def test_local_changes_are_replaced_on_resync_and_reset(sync_servers, sync_optio
     with pytest.raises(Refused, match="--yes"):
         reset(dest, yes=False)
     assert execute(dest, "SELECT to_regclass('junk') IS NOT NULL") == [(True,)]
+    # The test's own sessions on dest (just above) gone first: the reset is to count exactly the idle one.
+    wait_for_sessions_to_end(sync_servers.dest_admin, dest.database)
     idle = psycopg.connect(dest.conninfo())
     try:
         result = reset(dest, yes=True, drop_retired="now")
