@@ -136,7 +136,13 @@ def test_concurrent_writes_do_not_break_consistency(sync_servers, sync_options):
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(0.2)
+        # The sync starts once the writer is writing (its connection can take a while under load): otherwise the
+        # snapshot may come before the first write, and nothing here would be written while the sync runs.
+        deadline = time.monotonic() + 30
+        while len(written) < 5:
+            assert thread.is_alive(), "the writer stopped"
+            assert time.monotonic() < deadline, "the writer committed fewer than 5 rows in 30 s"
+            time.sleep(0.01)
         summary = sync(source, dest, sync_options(anonymize=False, jobs=3))
         time.sleep(0.1)
     finally:
