@@ -11,6 +11,7 @@ import random
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,6 +107,25 @@ class RunningPostgres:
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.admin.conninfo(), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def wait_for_sessions_to_end(admin: DatabaseAddress, database: str, timeout: float = 10) -> None:
+    """Return once no client session is left on ``database`` (asked through ``admin``, on another database).
+
+    Closing a connection does not wait for the server process behind it: it stays in pg_stat_activity until it
+    has exited, a moment later on a quiet machine, longer under load. A swap run meanwhile terminates it and
+    counts it as a session it disconnected, so a test that counts those first waits for its own to be gone.
+    """
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        while True:
+            # As tether.swap.terminate_sessions counts: client backends only (not autovacuum, say).
+            left = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+                                " AND backend_type = 'client backend'", (database,)).fetchall()
+            if not left:
+                return
+            assert time.monotonic() < deadline, f"sessions {left} still on {database!r} after {timeout:g} s"
+            time.sleep(0.02)
 
 
 def _scratch_dir(prefix: str, user: ServiceUser | None) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from tests.conftest import wait_for_sessions_to_end
+
 
 def make_marked(admin, name, marker):
     with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
@@ -12,6 +14,8 @@ def make_marked(admin, name, marker):
     with psycopg.connect(admin.with_database(name).conninfo(), autocommit=True) as conn:
         conn.execute("CREATE TABLE marker (value text)")
         conn.execute("INSERT INTO marker VALUES (%s)", (marker,))
+    # Gone before the test goes on: a swap would count this session among those it disconnected.
+    wait_for_sessions_to_end(admin, name)
 
 
 def marker_of(admin, name):

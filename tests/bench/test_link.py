@@ -85,9 +85,14 @@ def test_the_relay_adds_the_round_trip_and_caps_the_rate(sink):
         cpu = time.process_time()
         _download(relay.port, 5_000_000, rates)
         cpu = time.process_time() - cpu
-        assert relay.bytes_down >= 5_000_000
-    assert 0.038 <= trips[2] <= 0.060  # the median round trip: 40 ms and a little loopback
-    assert 0.85 * spec.bytes_per_second <= rates[0] <= 1.05 * spec.bytes_per_second
+        # A busy machine only slows a transfer down (the link never delivers a chunk before its time), so up to
+        # two more tries for the rate: the best one shows the cap is reached, every one that it is never exceeded.
+        while len(rates) < 3 and max(rates) < 0.85 * spec.bytes_per_second:
+            _download(relay.port, 5_000_000, rates)
+        assert relay.bytes_down >= 5_000_000 * len(rates)
+    # Every round trip takes the 40 ms; the fastest one, which load delayed least, takes little more.
+    assert 0.038 <= trips[0] <= 0.060
+    assert 0.85 * spec.bytes_per_second <= max(rates) and max(rates) <= 1.05 * spec.bytes_per_second
     assert cpu < 0.5  # about a second of transfer costs a small fraction of a core
 
 

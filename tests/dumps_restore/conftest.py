@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from dumps_support import create_sample, execute
 
+from tests.conftest import wait_for_sessions_to_end
 from tether.conninfo import DatabaseAddress
 
 
@@ -22,6 +23,7 @@ def target_db(pg_server: Any) -> Any:
     """A second fresh database that restores replace; holds a marker table to prove it was (not) touched."""
     address = pg_server.create_database()
     execute(address, "CREATE TABLE marker (value text); INSERT INTO marker VALUES ('original')")
+    wait_for_sessions_to_end(pg_server.admin, address.database)  # or a restore would count it as disconnected
     yield address
     pg_server.drop_database(address.database)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import redis
 from invoke import Context
 from invoke.exceptions import Exit
 
+from tests.conftest import free_port
 from tether import redis_snapshot
 from tether.dump_manifest import manifest_path, verify
 from tether.endpoints import write_native_outputs
@@ -53,9 +53,7 @@ def _keys_in_rdb(rdb: Path) -> int:
         shutil.copyfile(rdb, datadir / "dump.rdb")
         if user:
             os.chown(datadir / "dump.rdb", user.uid, user.gid)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         server = native_redis.RedisServer(datadir=datadir, server_program=redis_programs()[0], port=port,
                                           password=generate_password(), log_file=datadir / "redis.log",
                                           run_as=user, appendonly=False)

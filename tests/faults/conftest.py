@@ -19,7 +19,8 @@ from psycopg import sql
 
 from tests.native.cli_project import CliProject, cli_project_files
 from tether.conninfo import DatabaseAddress
-from tether.processes import processes_in
+from tether.native.postgres import recorded_pid
+from tether.processes import serves_directory
 
 # Kill points per command and kind of kill; TETHER_FAULT_POINTS raises it for a thorough run.
 POINTS = int(os.environ.get("TETHER_FAULT_POINTS", "3"))
@@ -57,8 +58,11 @@ class FaultProject(CliProject):
         return address.with_database(database) if database else address
 
     def postmaster(self, service: str = "postgres-dev") -> int | None:
-        pids = processes_in(self.data / "native" / service, "postgres")
-        return pids[0] if pids else None  # the postmaster has the lowest pid of the processes in its directory
+        """The live postmaster of ``service``, as its postmaster.pid names it (not the lowest pid in its directory:
+        once pids wrap around, a backend can have a lower one)."""
+        datadir = self.data / "native" / service
+        pid = recorded_pid(datadir / "postmaster.pid")
+        return pid if pid is not None and serves_directory(pid, "postgres", datadir) else None
 
 
 def database_fingerprint(address: DatabaseAddress, *, content: bool = True) -> str:

@@ -19,6 +19,7 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from tests.conftest import free_port
+from tether import devenv
 from tether.devenv import check_all
 from tether.endpoints import dev_endpoints
 from tether.errors import TetherError
@@ -142,7 +143,11 @@ def test_health_task_json_parses_and_reports_every_service(native_project, capsy
     assert all("********" in service["url"] for service in report["services"])
 
 
-def test_status_task_json(native_project, capsys):
+def test_status_task_json(native_project, capsys, monkeypatch):
+    # `status` gives each health check 1 s, to stay quick beside a hung server; on a loaded machine a healthy
+    # server can take longer to answer a new connection, so here the checks get their own default (3 s).
+    real_check_all = devenv.check_all
+    monkeypatch.setattr(devenv, "check_all", lambda endpoints, timeout: real_check_all(endpoints))
     devstack.status(Context(), json=True)
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "native"
@@ -261,6 +266,11 @@ def test_a_failed_up_leaves_nothing_half_started(isolated_project, monkeypatch):
         assert [state.service for state in states] == SERVICES
         assert not any(state.running for state in states), states
         for service in ("postgres-dev", "postgres-test"):
+            # `pg_ctl stop -w` returns once the pid file is gone; the postmaster exits a moment later (longer
+            # under load).
+            deadline = time.monotonic() + 10
+            while processes_in(data / "native" / service, "postgres") and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert processes_in(data / "native" / service, "postgres") == []
         monkeypatch.setattr(stack, "redis_programs", working)
         assert stack.up() == {"postgres-dev": "started", "postgres-test": "started", "redis": "started"}

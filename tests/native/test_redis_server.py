@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from tether.errors import ConfigError
 from tether.native import redis as native_redis
 from tether.native.binaries import redis_programs
 from tether.native.sysuser import make_private_dir, service_user
+from tether.processes import process_runs, serves_directory
 from tether.redis_client import RedisAddress, RedisError, connect, parse_redis_url, ping
 
 # Each breaks a naive redis.conf line, URL or shell: both quote kinds, backslashes, spaces, '#', unicode...
@@ -82,6 +88,46 @@ def test_the_port_on_the_command_line_wins_over_the_file(redis_dir: Path, monkey
             ping(RedisAddress("127.0.0.1", wrong, server.password), timeout=0.5)
     finally:
         native_redis.stop(server)
+
+
+def test_stop_returns_once_the_process_has_exited_not_its_pid_file(redis_dir: Path, monkeypatch) -> None:
+    """Redis deletes its pid file before it closes its port and exits: stop() must wait for the process itself.
+
+    That moment is widened here: when stop() sends SIGTERM, Redis is held stopped (SIGSTOP) with its pid file
+    already deleted, and let go a second later. A stop() that went by the pid file returned at once.
+    """
+    server = _server(redis_dir, "pw-stop-test")
+    real_kill = os.kill
+    held: list[int] = []
+
+    def kill(pid: int, signum: int) -> None:
+        if signum == signal.SIGTERM and not held:
+            held.append(pid)
+            real_kill(pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while "State:\tT" not in Path(f"/proc/{pid}/status").read_text():
+                assert time.monotonic() < deadline, "redis-server did not stop on SIGSTOP"
+                time.sleep(0.01)
+            server.pid_file.unlink()
+            threading.Timer(1.0, real_kill, (pid, signal.SIGCONT)).start()
+        real_kill(pid, signum)
+
+    native_redis.start(server)
+    pid = native_redis.running_pid(server)
+    assert pid is not None
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(native_redis.os, "kill", kill)
+            assert native_redis.stop(server)
+        assert held == [pid]
+        assert not process_runs(pid, "redis")
+        with socket.create_server(("127.0.0.1", server.port)):
+            pass  # the port is free for the next start
+    finally:
+        if serves_directory(pid, "redis", redis_dir):  # stop() returned too early: leave no server behind
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_redis_url_names_the_default_user_so_redis_cli_accepts_it(redis_server) -> None:

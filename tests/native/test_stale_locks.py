@@ -90,8 +90,10 @@ ZOMBIE_SCRIPT = textwrap.dedent("""
     for attempt in range(3):
         pid = native_pg.running_pid(server)
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        zombie = "State:\\tZ" in Path(f"/proc/{pid}/status").read_text()
+        # Dying takes a moment, longer on a loaded machine: wait (up to 10 s) for it to be a zombie.
+        deadline = time.monotonic() + 10
+        while not (zombie := "State:\\tZ" in Path(f"/proc/{pid}/status").read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         native_pg.start(server)  # at once, with the old postmaster dead but not reaped
         results.append({"zombie": zombie, "restarted": native_pg.running_pid(server) is not None})
         os.waitpid(pid, 0)  # reap it now (we adopted it)

@@ -6,7 +6,6 @@ import json
 import os
 import runpy
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ import pytest
 import yaml
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
+
+from tests.conftest import free_port
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -422,16 +423,10 @@ def test_stack_file_sets_only_known_keys_and_no_password() -> None:
 
 # --- the Redis command and health check, run for real (no Docker: the image's entrypoint is stubbed) ---------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_redis_command_and_health_check_work_against_a_real_redis(tmp_path: Path) -> None:
     redis_cli = shutil.which("redis-cli")
     assert shutil.which("redis-server") and redis_cli, "redis-server and redis-cli must be installed for this test"
-    port, password = _free_port(), "Sup3rSecretRedisPw"
+    port, password = free_port(), "Sup3rSecretRedisPw"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     # Stand-ins for what the image provides: its entrypoint (minus the switch to user `redis`) and redis-cli

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,19 @@ class TwoTargets:
         assert row is not None
         return int(row[0])
 
+    def connections_once(self, database: str, expected: int, timeout: float = 10) -> int:
+        """The count of ``connections(database)`` as soon as it is ``expected``; the last count after ``timeout``.
+
+        A client that closes a connection does not wait for the server process behind it: that backend stays in
+        pg_stat_activity until it has exited, a moment later on a quiet machine, longer under load. Where this is
+        asked, nothing opens a connection to ``database`` any more: the count only falls, so waiting for the
+        expected one cannot let a count that is too low pass.
+        """
+        deadline = time.monotonic() + timeout
+        while (count := self.connections(database)) != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return count
+
     def reader(self) -> TargetReader:
         return TargetReader(self.root, {})
 
@@ -79,14 +93,14 @@ def test_the_pool_moves_and_closes_the_old_targets_connections(targets: TwoTarge
                 assert current_database(connection) == targets.production
             # The request in flight still finishes where it started.
             assert current_database(in_flight) == targets.local
-            assert old_pool.closed and targets.connections(targets.local) == 1
-        assert targets.connections(targets.local) == 0  # given back to a closed pool: closed
+            assert old_pool.closed and targets.connections_once(targets.local, 1) == 1
+        assert targets.connections_once(targets.local, 0) == 0  # given back to a closed pool: closed
         assert targets.connections(targets.production) >= 1
         targets.switch("local")
         with pool.connection() as connection:
             assert current_database(connection) == targets.local
-        assert targets.connections(targets.production) == 0
-    assert targets.connections(targets.local) == 0
+        assert targets.connections_once(targets.production, 0) == 0
+    assert targets.connections_once(targets.local, 0) == 0
 
 
 def test_a_request_waiting_in_the_old_pool_is_served_by_the_new_one(targets: TwoTargets) -> None:
@@ -132,12 +146,12 @@ def test_the_engine_moves_and_closes_the_old_targets_connections(targets: TwoTar
             with engine.connect() as connection:
                 assert connection.execute(text("SELECT current_database()")).scalar_one() == targets.production
             assert in_flight.execute(text("SELECT current_database()")).scalar_one() == targets.local
-            assert targets.connections(targets.local) == 1  # the idle ones are closed already
+            assert targets.connections_once(targets.local, 1) == 1  # the idle ones are closed already
         assert old_engine is not engine.current()
-        assert targets.connections(targets.local) == 0  # given back to the disposed pool: closed
+        assert targets.connections_once(targets.local, 0) == 0  # given back to the disposed pool: closed
     finally:
         engine.dispose()
-    assert targets.connections(targets.production) == 0
+    assert targets.connections_once(targets.production, 0) == 0
 
 
 def test_sessions_bind_to_the_target_of_their_transaction(targets: TwoTargets) -> None:
@@ -161,6 +175,6 @@ def test_sessions_bind_to_the_target_of_their_transaction(targets: TwoTargets) -
                 assert session.execute(text("SELECT current_database()")).scalar_one() == targets.local
             assert session.execute(text("SELECT current_database()")).scalar_one() == targets.production
             session.commit()
-        assert targets.connections(targets.local) == 0
+        assert targets.connections_once(targets.local, 0) == 0
     finally:
         engine.dispose()

@@ -56,6 +56,12 @@ def _sessions_of(admin, database: str) -> int:
     return int(row[0])
 
 
+def _wait_event(admin, pid: int) -> str | None:
+    with psycopg.connect(admin.conninfo(), autocommit=True) as conn:
+        row = conn.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return None if row is None else row[0]
+
+
 def _wait_for(condition, seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -109,16 +115,20 @@ def test_a_failed_sync_cancels_its_early_scan_instead_of_waiting_for_it(sync_ser
         early.warm_up(1)
         assert early.sessions is not None
         started = threading.Event()
+        backend: list[int] = []
 
         def long_scan(sessions: JoinedSessions) -> None:
             conn = sessions.take()
+            backend.append(conn.info.backend_pid)
             started.set()
             with conn:
                 conn.execute("SELECT pg_sleep(60)")
 
         early.start(long_scan, early.sessions)
         assert started.wait(10)
-        time.sleep(0.2)
+        # Close only once the scan's query runs: a cancel that reached the session before it would be lost, and
+        # the test would wait out the whole minute instead of showing that the running query is cancelled.
+        _wait_for(lambda: _wait_event(sync_servers.source_admin, backend[0]) == "PgSleep")
         began = time.monotonic()
         early.close(failed=True)
         assert time.monotonic() - began < 10

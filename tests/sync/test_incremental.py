@@ -13,6 +13,7 @@ import time
 import psycopg
 import pytest
 
+from tests.conftest import wait_for_sessions_to_end
 from tether.errors import Refused, TetherError
 from tether.native import postgres as native_pg
 from tether.processes import pid_exists
@@ -95,6 +96,8 @@ def test_local_changes_are_replaced_on_resync_and_reset(sync_servers, sync_optio
     with pytest.raises(Refused, match="--yes"):
         reset(dest, yes=False)
     assert execute(dest, "SELECT to_regclass('junk') IS NOT NULL") == [(True,)]
+    # The test's own sessions on dest (just above) gone first: the reset is to count exactly the idle one.
+    wait_for_sessions_to_end(sync_servers.dest_admin, dest.database)
     idle = psycopg.connect(dest.conninfo())
     try:
         result = reset(dest, yes=True, drop_retired="now")
@@ -133,7 +136,13 @@ def test_concurrent_writes_do_not_break_consistency(sync_servers, sync_options):
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(0.2)
+        # The sync starts once the writer is writing (its connection can take a while under load): otherwise the
+        # snapshot may come before the first write, and nothing here would be written while the sync runs.
+        deadline = time.monotonic() + 30
+        while len(written) < 5:
+            assert thread.is_alive(), "the writer stopped"
+            assert time.monotonic() < deadline, "the writer committed fewer than 5 rows in 30 s"
+            time.sleep(0.01)
         summary = sync(source, dest, sync_options(anonymize=False, jobs=3))
         time.sleep(0.1)
     finally:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,16 +121,29 @@ def start(server: RedisServer, timeout: float = 20) -> None:
 
 
 def stop(server: RedisServer, timeout: float = 20) -> bool:
-    """SIGTERM (Redis flushes its AOF and exits), then SIGKILL after ``timeout``."""
+    """SIGTERM (Redis flushes its AOF and exits), then SIGKILL after ``timeout``; returns once the process is gone.
+
+    The process, not its pid file: Redis deletes the pid file before it closes its sockets and exits, so a stop
+    that returned on the file could leave the port bound for the next start.
+    """
     pid = running_pid(server)
     if pid is None:
         server.pid_file.unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while running_pid(server) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if running_pid(server) is not None:
-        os.kill(pid, signal.SIGKILL)
+    if not _exits_within(server, pid, timeout):
+        with suppress(ProcessLookupError):  # it exited just now
+            os.kill(pid, signal.SIGKILL)
+        _exits_within(server, pid, 10)
     server.pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _exits_within(server: RedisServer, pid: int, seconds: float) -> bool:
+    """Wait until ``pid`` no longer serves the server's directory; a zombie counts as gone (it closed everything)."""
+    deadline = time.monotonic() + seconds
+    while serves_directory(pid, "redis", server.datadir):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
     return True
