@@ -116,7 +116,15 @@ def test_replace_mutmut_section_without_one():
     (['x = "SELECT 1"'], ['x = "SELECT 2"'], False),
     (['x = "SELECT 1"'], [], False),
     ([], [], False),
-], ids=["select", "drop", "literal", "identifier", "not-sql", "continuation", "not-case", "removed", "nothing"])
+    # Quoted parts the mutant leaves as they were: only keywords changed.
+    (['"SELECT pid, backend_type = \'client backend\' FROM pg_stat_activity"'],
+     ['"select pid, backend_type = \'client backend\' from pg_stat_activity"'], True),
+    (['"SELECT pid, backend_type = \'client backend\' FROM pg_stat_activity"'],
+     ['"SELECT PID, BACKEND_TYPE = \'CLIENT BACKEND\' FROM PG_STAT_ACTIVITY"'], False),
+    (['x = "SELECT \\"Odd\\" FROM t"'], ['x = "select \\"Odd\\" from t"'], True),
+    (["x = 'SELECT \\'Ab\\' FROM t'"], ["x = 'select \\'ab\\' from t'"], False),
+], ids=["select", "drop", "literal", "identifier", "not-sql", "continuation", "not-case", "removed", "nothing",
+        "literal-kept", "literal-changed", "identifier-kept", "escaped-literal-changed"])
 def test_sql_case_only(removed, added, only_case):
     assert sql_case_only(removed, added) is only_case
 

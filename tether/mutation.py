@@ -461,12 +461,21 @@ def sql_case_only(removed: Sequence[str], added: Sequence[str]) -> bool:
         pairs = _differing_strings(before, after)
         if not pairs:
             return False
-        for old, _new in pairs:
+        for old, new in pairs:
             text = old.lstrip(" (").upper()
-            if not text.startswith(_SQL_VERBS) or "'" in old or '"' in old:
+            # Quoted literals and identifiers keep their case in SQL: the mutant must leave each one as it was.
+            if not text.startswith(_SQL_VERBS) or _quoted_parts(old) != _quoted_parts(new):
                 return False
         changed = True
     return changed
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def _quoted_parts(body: str) -> list[str]:
+    """The quoted literals and identifiers in the SQL of a Python string literal's body (escapes undone)."""
+    return _QUOTED.findall(body.replace('\\"', '"').replace("\\'", "'"))
 
 
 def equivalence(target: Target, mutant: Mutant, known: Sequence[Equivalent] = EQUIVALENT) -> str:
