@@ -24,7 +24,9 @@ SSL_MODE = "ENCRYPTED_ONLY"
 # replicas alike (modules/postgresql/main.tf, read_replica.tf); so do we.
 PRIMARY_IGNORED_CHANGES = ("settings.diskSize",)
 # Replicas take the primary's maintenance window, and the API reports it on them: ignore it as the module does.
-REPLICA_IGNORED_CHANGES = ("settings.diskSize", "settings.maintenanceWindow")
+# A major version upgrade of the primary upgrades its replicas in place (include_replicas_for_major_version_upgrade):
+# their version then follows without a separate patch, as in the provider's own test of that upgrade.
+REPLICA_IGNORED_CHANGES = ("settings.diskSize", "settings.maintenanceWindow", "databaseVersion")
 READ_REPLICA_INSTANCE = "READ_REPLICA_INSTANCE"
 
 
@@ -142,15 +144,19 @@ def primary_settings(config: ProdStackConfig) -> gcp.sql.DatabaseInstanceSetting
     )
 
 
-def replica_settings(config: ProdStackConfig, replica: ReplicaConfig) -> gcp.sql.DatabaseInstanceSettingsArgs:
+def replica_settings(config: ProdStackConfig, replica: ReplicaConfig,
+                     disk_size: pulumi.Input[int] | None = None) -> gcp.sql.DatabaseInstanceSettingsArgs:
     """A read replica's settings: same network, TLS and flags; no backups, maintenance window or password policy.
 
     Cloud SQL refuses backups on read replicas and applies the primary's maintenance window and password policy
-    to them; terraform-google-sql-db's read_replica.tf declares none of the three.
+    to them; terraform-google-sql-db's read_replica.tf declares none of the three. ``disk_size`` is the
+    primary's current one: a replica may not be smaller than its primary, whose disk has grown since it was
+    created (terraform-google-sql-db#338: adding a replica then failed with the configured size).
     """
-    return gcp.sql.DatabaseInstanceSettingsArgs(
-        **_common_settings(config, replica.tier, "ZONAL"),  # type: ignore[arg-type]
-    )
+    common = _common_settings(config, replica.tier, "ZONAL")
+    if disk_size is not None:
+        common["disk_size"] = disk_size
+    return gcp.sql.DatabaseInstanceSettingsArgs(**common)  # type: ignore[arg-type]
 
 
 def stack_labels(config: ProdStackConfig) -> dict[str, str]:
@@ -187,6 +193,9 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             region=settings.region,
             database_version=config.database_version,
             deletion_protection=True,
+            # Input only, read by a major version upgrade: replicas are upgraded in place with the primary, instead
+            # of a separate patch each. Always set, so that turning the replica on or off changes nothing here.
+            include_replicas_for_major_version_upgrade=True,
             settings=primary_settings(config),
             opts=primary_options(self, apis.on(*instance_apis)),
         )
@@ -219,7 +228,9 @@ class CloudSqlPostgres(pulumi.ComponentResource):
                 master_instance_name=self.instance.name,
                 instance_type=READ_REPLICA_INSTANCE,
                 deletion_protection=False,
-                settings=replica_settings(config, config.replica),
+                settings=replica_settings(config, config.replica,
+                                          self.instance.settings.apply(
+                                              lambda current: current.disk_size or config.disk_size_gb)),
                 opts=replica_options(self, [self.database, *apis.on(*instance_apis)]),
             )
         self.connection_name = self.instance.connection_name

@@ -49,7 +49,9 @@ class MemorystoreRedis(pulumi.ComponentResource):
                 )],
             ),
             labels=stack_labels(config),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=apis.on(*redis_apis)),
+            # Its name, tier, network, connect mode, region and TLS mode each force a new instance (an empty
+            # cache, a new host and AUTH string): protected like the SQL instance, so Pulumi refuses instead.
+            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=apis.on(*redis_apis)),
         )
         self.auth_secret = gcp.secretmanager.Secret(
             f"{name}-auth-secret",

@@ -229,3 +229,39 @@ def test_adding_a_replica_keeps_every_existing_resource() -> None:
         assert after.registrations[name].urn == registration.urn, name
     # The grants' IAM condition names the replica too: the provider replaces them, creating the new grant first.
     assert all(not registration.delete_before_replace for registration in after.registrations.values())
+
+
+def test_a_replica_added_after_the_disk_grew_asks_for_the_primarys_current_size(monkeypatch) -> None:
+    """A replica may not be smaller than its primary: the configured size is stale once Cloud SQL has grown the disk
+    (terraform-google-sql-db#338), so the replica takes the size the primary reports."""
+    import prod_harness
+
+    echo = prod_harness.RecordingMocks.new_resource
+
+    def grown(self, args):
+        resource_id, state = echo(self, args)
+        if args.typ == SQL_INSTANCE and not state.get("masterInstanceName"):
+            state["settings"] = {**state["settings"], "diskSize": 250}
+        return resource_id, state
+
+    monkeypatch.setattr(prod_harness.RecordingMocks, "new_resource", grown)
+    stack = run_program({"replica": True, "diskSizeGb": 10})
+    (primary,) = [instance for instance in instances(stack) if not instance.inputs.get("masterInstanceName")]
+    (replica,) = [instance for instance in instances(stack) if instance.inputs.get("masterInstanceName")]
+    assert primary.inputs["settings"]["diskSize"] == 10  # what the config asks for at creation
+    assert replica.inputs["settings"]["diskSize"] == 250
+
+
+def test_a_major_version_upgrade_takes_the_replica_along() -> None:
+    for values in ({}, {"replica": True}):
+        stack = run_program(values)
+        for instance in instances(stack):
+            if instance.inputs.get("masterInstanceName"):
+                assert "databaseVersion" in instance.ignore_changes  # upgraded in place with the primary
+            else:
+                assert instance.inputs["includeReplicasForMajorVersionUpgrade"] is True
+
+
+def test_redis_is_protected_like_the_sql_instance() -> None:
+    """Its tier, network and connect mode force a new instance (an empty cache, new host and AUTH string)."""
+    assert run_program({"redis": True}).named("redis-instance").protect is True
