@@ -211,10 +211,10 @@ class CloudSqlPostgres(pulumi.ComponentResource):
             opts=data_options(self, apis.on(SQL_ADMIN)),
         )
         self.app = self._password_user(name, "app", settings.app_user, config, project, roles=None)
-        # pg_read_all_data (PostgreSQL 14+) instead of Cloud SQL's default cloudsqlsuperuser membership.
-        readonly_roles = ["pg_read_all_data"] if config.postgres_version >= 14 else None
+        # pg_read_all_data instead of Cloud SQL's default cloudsqlsuperuser membership (why 14 is the oldest
+        # version the config accepts: rules.POSTGRES_VERSIONS).
         self.readonly = self._password_user(name, "readonly", settings.readonly_user, config, project,
-                                            roles=readonly_roles)
+                                            roles=["pg_read_all_data"])
         self.replica: gcp.sql.DatabaseInstance | None = None
         if config.replica is not None:
             # No replica_configuration: its fields serve MySQL and external primaries (failover_target is "not

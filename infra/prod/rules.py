@@ -90,8 +90,12 @@ BACKUP_LOCATION = _rule("backup-location", "empty (the nearest multi-region), a 
 INSTANCE_NAME_MAX = 98
 INSTANCE_NAME = _rule("instance-name", "lowercase letters, digits and hyphens, starting with a letter, at most "
                       f"{INSTANCE_NAME_MAX} characters (the read replica's name adds -replica)", SQL_SETTINGS)
-POSTGRES_VERSIONS = range(10, 19)  # POSTGRES_10 ... POSTGRES_18; 9.6 is no whole number and long out of support
-POSTGRES_VERSION = _rule("postgres-version", "a PostgreSQL major version Cloud SQL runs: 10 to 18",
+# Cloud SQL runs POSTGRES_9_6 to POSTGRES_18, but the read-only user is only read-only from 14 on: it gets
+# pg_read_all_data instead of Cloud SQL's default cloudsqlsuperuser membership, which lets a user write everywhere.
+POSTGRES_VERSIONS = range(14, 19)
+POSTGRES_VERSION = _rule("postgres-version", "a PostgreSQL major version from 14 to 18 (Cloud SQL runs older ones, "
+                         "but before 14 the read-only user could not be made read-only: pg_read_all_data is new in "
+                         "14, and Cloud SQL makes every other user a member of cloudsqlsuperuser)",
                          PROVIDER_SQL_INSTANCE + " (database_version); "
                          "https://cloud.google.com/sql/docs/postgres/db-versions")
 EDITIONS = ("ENTERPRISE", "ENTERPRISE_PLUS")

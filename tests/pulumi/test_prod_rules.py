@@ -79,9 +79,9 @@ CASES: list[Case] = [
     bad("instance-name", "instanceName", {"instanceName": "App_DB"}, "app-db"),
     bad("instance-name", "instanceName", {"instanceName": "1db"}, "pg-1db"),
     bad("instance-name", "instanceName", {"instanceName": "db-" + "x" * 92, "replica": True}),
-    ok("postgres-version", postgresVersion=10),
+    ok("postgres-version", postgresVersion=14),
     ok("postgres-version", postgresVersion="18"),
-    bad("postgres-version", "postgresVersion", {"postgresVersion": 9}, 10),
+    bad("postgres-version", "postgresVersion", {"postgresVersion": 13}, 14),  # no read-only user before 14
     bad("postgres-version", "postgresVersion", {"postgresVersion": 19}, 18),
     ok("edition", edition="enterprise_plus", tier="db-perf-optimized-N-2"),
     bad("edition", "edition", {"edition": "STANDARD"}, "ENTERPRISE"),

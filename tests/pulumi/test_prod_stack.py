@@ -186,7 +186,10 @@ def test_generated_passwords_meet_the_instance_password_policy(deploy: Deploy, m
 
 
 def test_readonly_role_needs_postgres_14(deploy: Deploy) -> None:
-    assert "databaseRoles" not in deploy({"postgresVersion": 13}).user("readonly")
+    """Before 14 there is no pg_read_all_data, and Cloud SQL makes a user without roles a cloudsqlsuperuser."""
+    assert deploy({"postgresVersion": 14}).user("readonly")["databaseRoles"] == ["pg_read_all_data"]
+    with pytest.raises(ConfigValueError, match="read-only user could not be made read-only"):
+        deploy({"postgresVersion": 13})
 
 
 def test_passwords_are_stored_in_secret_manager(deploy: Deploy) -> None:
