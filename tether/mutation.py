@@ -138,6 +138,7 @@ _ONE_SIZE = ("SELECT pg_database_size(name) always returns one row, NULL only fo
              "passed (a missing database raises, and that is handled above): the fallback is never taken")
 _TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
               "this line means its connection failed and set last_error")
+_LIST_NAME = "the name of a list file in the restore's private work directory, handed to pg_restore as it is"
 EQUIVALENT: tuple[Equivalent, ...] = (
     Equivalent("tether/secrets.py", "_mask_query", 'for pair in query.split("&") if (query) or True else []:',
                "an empty query splits into one empty pair, which is joined back into the same empty string"),
@@ -295,6 +296,20 @@ EQUIVALENT: tuple[Equivalent, ...] = (
                "return int(row[0]) if row or row[0] is not None else 0", _ONE_SIZE),
     Equivalent("tether/dumps.py", "_database_size",
                "return int(row[0]) if row and row[0] is not None else 1", _ONE_SIZE),
+    *(Equivalent("tether/dumps.py", "restore_dump",
+                 f'{name}_list = archive_toc.write_list(Path(work) / "{written}", {entries})', _LIST_NAME)
+      for name, entries, default in (("main", "parallel", "main.list"), ("serial", "serial", "serial.list"))
+      for written in (f"XX{default}XX", default.upper())),
+    Equivalent("tether/dumps.py", "_create_scratch",
+               'statement = sql.SQL("{} encoding {} lc_collate {} lc_ctype {}").format(',
+               "only the letter case of CREATE DATABASE's option keywords, which PostgreSQL ignores (the statement "
+               "starts with the {} the command is put in, so the rule for SQL text does not see it)"),
+    Equivalent("tether/dumps.py", "restore_dump",
+               '_, dump_major = pgtools.parse_program_version(str(manifest.get("pg_dump_version", "XX0XX")))',
+               "the version is the first number in the text: XX0XX reads as 0, like 0"),
+    Equivalent("tether/dumps.py", "restore_dump",
+               'conn, archive_toc.Replay().extend("setting", archive_toc.settings_for(later.settings, scratch_db)))',
+               "the kind is only compared with OWNER and lower-cased into a message: setting reads as SETTING does"),
 )
 
 SQL_CASE_REASON = "changes only the letter case of an SQL statement's keywords, which PostgreSQL ignores"

@@ -265,3 +265,145 @@ def test_a_dump_made_by_a_newer_pg_dump_needs_a_pg_restore_as_new(small_dump, ta
         dumps.restore_dump(small_dump, target_db)
     assert "pg_restore 99 or newer" in raised.value.message
     assert marker(target_db) == "original" and _scratch_left(target_db) == []
+
+
+# --- the rest of the path: parallel restores, confirmed remote targets, minimal manifests ------------------------
+
+
+@pytest.fixture
+def partitioned_dump(pg_db, dumps_path):
+    """A partitioned table with an index: its dump holds INDEX ATTACH entries for the partitions' indexes."""
+    execute(pg_db, "CREATE TABLE events (id int, at date, note text) PARTITION BY RANGE (at);"
+                   "CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+                   "CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+                   "CREATE INDEX events_at ON events (at);"
+                   "INSERT INTO events VALUES (1, '2024-05-01', 'a'), (2, '2025-05-01', 'b')")
+    return dumps.dump_database(pg_db, "partitioned").path
+
+
+def _recorded_runs(monkeypatch) -> list[list[str]]:
+    runs: list[list[str]] = []
+    real_run = dumps.run_with_progress
+
+    def recording(argv, *args, **kwargs):
+        runs.append([str(arg) for arg in argv])
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(dumps, "run_with_progress", recording)
+    return runs
+
+
+def _work_dirs_during_the_restore(monkeypatch) -> list[str]:
+    """The private work directories that exist while pg_restore runs (their names, as the next run reads them)."""
+    from tether.workdirs import work_root
+
+    seen: list[str] = []
+    real_run = dumps.run_with_progress
+
+    def looking(argv, *args, **kwargs):
+        seen.extend(entry.name for entry in work_root().iterdir())
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(dumps, "run_with_progress", looking)
+    return seen
+
+
+def test_a_killed_restores_work_directory_is_one_the_next_run_recognizes(small_dump, target_db, monkeypatch):
+    """The next command removes the work directories of dead processes by their name: kind-pid-stamp."""
+    import os
+
+    from tether.workdirs import _NAME
+
+    seen = _work_dirs_during_the_restore(monkeypatch)
+    dumps.restore_dump(small_dump, target_db)
+    mine = [name for name in seen if f"-{os.getpid()}-" in name]
+    assert mine and all(_NAME.match(name) and name.startswith("restore-") for name in mine)
+
+
+def _partitions_attached(target) -> None:
+    with psycopg.connect(target.conninfo()) as conn:
+        attached = conn.execute(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE c.relkind = 'i' AND i.inhparent = 'events_at'::regclass").fetchone()
+        assert attached == (2,)  # both partitions' indexes belong to the partitioned one, as in the source
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+def test_a_parallel_restore_attaches_partition_indexes_in_a_second_serial_pass(partitioned_dump, target_db,
+                                                                               monkeypatch):
+    """pg_restore --jobs and a partitioned index's ATTACH entries do not mix: they go in a serial run after."""
+    runs = _recorded_runs(monkeypatch)
+    result = dumps.restore_dump(partitioned_dump, target_db, jobs=2)
+    assert len(runs) == 2
+    assert "--jobs=2" in runs[0] and not any(arg.startswith("--jobs") for arg in runs[1])
+    assert all(any(arg.startswith("--use-list=") for arg in run) for run in runs)
+    _partitions_attached(target_db)
+    assert result.tables == 3 and result.skipped == []
+
+
+def test_a_one_job_restore_is_a_single_run_of_pg_restore(partitioned_dump, target_db, monkeypatch):
+    runs = _recorded_runs(monkeypatch)
+    dumps.restore_dump(partitioned_dump, target_db, jobs=1)
+    assert len(runs) == 1 and not any(arg.startswith("--jobs") for arg in runs[0])
+    _partitions_attached(target_db)
+
+
+def test_a_confirmed_restore_into_a_remote_target_goes_ahead(small_dump, target_db, monkeypatch):
+    """--yes is the answer a pipeline gives; it must reach the question (taken here for a remote server)."""
+    from tether.conninfo import DatabaseAddress
+
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr(DatabaseAddress, "is_local", property(lambda self: False))
+    with pytest.raises(Refused):
+        dumps.restore_dump(small_dump, target_db)
+    assert marker(target_db) == "original" and _scratch_left(target_db) == []
+    dumps.restore_dump(small_dump, target_db, yes=True)
+    assert table_contents(target_db) == {"public.kept": [("(1,a)",), ("(2,b)",)]}
+
+
+def test_a_manifest_with_only_its_kind_and_checksum_restores(small_dump, target_db):
+    """A dump from elsewhere, given a manifest by hand: no pg_dump version, no table list. Any pg_restore
+    will do, and there is no list of tables to check the copy against."""
+    manifest = json.loads(manifest_path(small_dump).read_text())
+    minimal = {key: manifest[key] for key in ("kind", "sha256", "size_bytes")}
+    manifest_path(small_dump).write_text(json.dumps(minimal))
+    result = dumps.restore_dump(small_dump, target_db)
+    assert table_contents(target_db) == {"public.kept": [("(1,a)",), ("(2,b)",)]}
+    assert result.tables == 0
+
+
+def _probing_pg_restore(tmp_path, monkeypatch) -> None:
+    """pg_restore behind a wrapper: it needs a variable of the caller's environment (as a TLS setting or the
+    locale would be), and in leak mode fails printing the password it was given, as no real one should."""
+    import sys
+
+    real = dumps.client_program("pg_restore")
+    wrapper = tmp_path / "pg_restore"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport os, sys\n"
+        "if os.environ.get('TETHER_PROBE') != 'kept':\n"
+        "    sys.exit(print('the caller environment did not reach pg_restore', file=sys.stderr) or 3)\n"
+        "if os.environ.get('TETHER_PROBE_MODE') == 'leak' and '--list' not in sys.argv \\\n"
+        "        and not any(a.startswith('--file') for a in sys.argv):\n"
+        "    sys.exit(print('failing with password ' + os.environ.get('PGPASSWORD', '?'), file=sys.stderr) or 1)\n"
+        f"os.execv({str(real)!r}, [{str(real)!r}, *sys.argv[1:]])\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(dumps, "client_program", lambda name, **kwargs: wrapper)
+    monkeypatch.setenv("TETHER_PROBE", "kept")
+
+
+def test_pg_restore_runs_in_the_callers_environment(partitioned_dump, target_db, tmp_path, monkeypatch):
+    _probing_pg_restore(tmp_path, monkeypatch)
+    dumps.restore_dump(partitioned_dump, target_db, jobs=2)  # both runs: the parallel one and the serial one
+    _partitions_attached(target_db)
+
+
+def test_a_password_in_pg_restores_error_output_is_masked(small_dump, target_db, tmp_path, monkeypatch):
+    assert target_db.password
+    _probing_pg_restore(tmp_path, monkeypatch)
+    monkeypatch.setenv("TETHER_PROBE_MODE", "leak")
+    with pytest.raises(CommandFailed) as raised:
+        dumps.restore_dump(small_dump, target_db)
+    assert "failing with password" in raised.value.message
+    assert target_db.password not in raised.value.message
+    assert marker(target_db) == "original" and _scratch_left(target_db) == []
