@@ -97,9 +97,10 @@ from tether.sync.snapshot import (
     connect_source,
     exported_snapshot,
     join_snapshot,
+    joined_session,
     lock_tables,
 )
-from tether.sync.subset import SubsetResult, compute_subset, snapshot_session
+from tether.sync.subset import SubsetResult, compute_subset
 from tether.sync.subset_report import measure_local, subset_phase_line, subset_summary
 from tether.sync.subset_spec import SubsetSpec
 from tether.sync.summary import SyncSummary
@@ -367,7 +368,7 @@ def _plan_subset(source: DatabaseAddress, snap: SourceSnapshot, catalog: SourceC
     if options.subset is None:
         return None
     return compute_subset(snap.conn, catalog, plan, options.subset, progress.phase,
-                          lambda: snapshot_session(source, snap.snapshot_id), options.jobs)
+                          lambda: joined_session(source, snap.snapshot_id), options.jobs)
 
 
 def _large_objects_wanted(options: SyncOptions, rules: RuleSet, catalog: SourceCatalog) -> bool:

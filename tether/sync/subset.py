@@ -24,11 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tether.conninfo import DatabaseAddress
 from tether.errors import ConfigError
 from tether.sync.catalog import Relation, SourceCatalog
 from tether.sync.plan import SyncPlan, TableCopy
-from tether.sync.snapshot import connect_source, join_snapshot
 from tether.sync.subset_graph import WHOLE, Classification, Reach, SubsetGraph, classify, read_graph
 from tether.sync.subset_queries import (
     ctid_filter,
@@ -157,17 +155,6 @@ def compute_subset(conn: psycopg.Connection, catalog: SourceCatalog, plan: SyncP
         closure.run()
     return SubsetResult(spec, graph, classification, closure.leaves, time.perf_counter() - started,
                         sessions.queries, closure.rounds)
-
-
-def snapshot_session(source: DatabaseAddress, snapshot_id: str) -> psycopg.Connection:
-    """Another read-only session on the source, seeing exactly the exported snapshot."""
-    conn = connect_source(source)
-    try:
-        join_snapshot(conn, snapshot_id)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 Job = tuple[sql.Composed, list[str]]

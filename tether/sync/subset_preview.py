@@ -11,8 +11,8 @@ from tether.conninfo import DatabaseAddress
 from tether.errors import TetherError
 from tether.sync.catalog import read_catalog, table_sizes, with_sizes
 from tether.sync.plan import Selection, build_plan
-from tether.sync.snapshot import exported_snapshot, lock_tables
-from tether.sync.subset import Say, compute_subset, snapshot_session
+from tether.sync.snapshot import exported_snapshot, joined_session, lock_tables
+from tether.sync.subset import Say, compute_subset
 from tether.sync.subset_report import subset_summary
 from tether.sync.subset_spec import SubsetSpec
 
@@ -33,7 +33,7 @@ def preview(source: DatabaseAddress, selection: Selection, spec: SubsetSpec, say
             with_sizes(catalog, table_sizes(snap.conn, [copy.relation.oid for copy in plan.copies]))
             plan = build_plan(catalog, selection, {}, binary_allowed=False, large_objects=False)
             return subset_summary(compute_subset(snap.conn, catalog, plan, spec, say,
-                                                 lambda: snapshot_session(source, snap.snapshot_id), jobs))
+                                                 lambda: joined_session(source, snap.snapshot_id), jobs))
     except psycopg.Error as error:
         message = " ".join(str(error).split()) or type(error).__name__
         raise TetherError(f"The subset plan failed on the source: {message}. Nothing was copied.") from None
