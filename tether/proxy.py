@@ -268,14 +268,19 @@ def proxy_running(instance: str, port: int, *, iam: bool = False, private_ip: bo
 
 # --- processes -------------------------------------------------------------------------------------------
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """State letter and start time (clock ticks since boot) from /proc, or None if there is no such process."""
+def _stat_fields(process_dir: Path) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), or None if it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = (process_dir / "stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
-    return fields[0], int(fields[19])
+    return text[text.rindex(")") + 2:].split()  # the command name may contain spaces and parentheses
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """State letter and start time (clock ticks since boot) from /proc, or None if there is no such process."""
+    fields = _stat_fields(Path(f"/proc/{pid}"))
+    return (fields[0], int(fields[19])) if fields is not None else None
 
 
 def process_alive(pid: int, start_ticks: int | None = None) -> bool:
@@ -335,12 +340,8 @@ def _terminate(pid: int, start_ticks: int | None, grace: float) -> bool:
 def _group_has_live_members(pgid: int) -> bool:
     """True while a process of group ``pgid`` other than a zombie exists (Linux; elsewhere False)."""
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        fields = _stat_fields(entry)
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
 
