@@ -136,6 +136,8 @@ _NULL_CHECKED = ("not_null only decides type_problem's fixed-null check, which r
 _ONLY_N = "the nested checks only ever ask whether the category is 'N' (numeric); none of these values is"
 _ONE_SIZE = ("SELECT pg_database_size(name) always returns one row, NULL only for a NULL name, which is never "
              "passed (a missing database raises, and that is handled above): the fallback is never taken")
+_NO_X_IN_SLUG = "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"
+_LOWERCASED_FIRST = "the name is lowercased before the class is matched, so adding X to it keeps nothing more"
 _TRIED_ONE = ("unreachable: a database cannot be both postgres and template1, so one of them was tried, and reaching "
               "this line means its connection failed and set last_error")
 _LIST_NAME = "the name of a list file in the restore's private work directory, handed to pg_restore as it is"
@@ -196,21 +198,21 @@ EQUIVALENT: tuple[Equivalent, ...] = (
                "the default character class gains X, but the text is lowercased before it is matched: no X to keep"),
     Equivalent("infra/prod/rules.py", "_slug",
                'return re.sub(rf"[^{allowed}]+", "-", text.lower()).strip("XX-XX")',
-               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+               _NO_X_IN_SLUG),
     Equivalent("infra/prod/rules.py", "check_account_id", 'slug = _slug(account_id)[:30].rstrip("XX-XX")',
-               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+               _NO_X_IN_SLUG),
     Equivalent("infra/prod/rules.py", "check_instance_name", 'slug = f"pg-{slug}".strip("XX-XX")',
-               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+               _NO_X_IN_SLUG),
     Equivalent("infra/prod/rules.py", "check_instance_name",
                'fix = slug[:INSTANCE_NAME_MAX - (len("-replica") if with_replica else 0)].rstrip("XX-XX")',
-               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+               _NO_X_IN_SLUG),
     Equivalent("infra/prod/rules.py", "check_redis_name", 'slug = _slug(name)[:40].rstrip("XX-XX")',
-               "a slug is lowercased, so it holds no X: stripping X as well as '-' strips the same"),
+               _NO_X_IN_SLUG),
     Equivalent("infra/prod/rules.py", "check_database_name",
                'fix = _slug(name, "XXa-z0-9_XX").replace("-", "_")[:63]',
-               "the name is lowercased before the class is matched, so adding X to it keeps nothing more"),
+               _LOWERCASED_FIRST),
     Equivalent("infra/prod/rules.py", "check_user_name", 'fix = _slug(name, "XXa-z0-9_XX").replace("-", "_")[:63]',
-               "the name is lowercased before the class is matched, so adding X to it keeps nothing more"),
+               _LOWERCASED_FIRST),
     Equivalent("infra/prod/rules.py", "check_instance_name", 'slug = f"pg-{slug}".strip(None)',
                "'pg-' starts with a letter and a slug holds no blanks; the hyphen 'pg-' keeps after an empty slug "
                "is stripped by the next line's rstrip('-')"),
