@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -281,31 +282,27 @@ def partitioned_dump(pg_db, dumps_path):
     return dumps.dump_database(pg_db, "partitioned").path
 
 
-def _recorded_runs(monkeypatch) -> list[list[str]]:
-    runs: list[list[str]] = []
+@dataclass
+class _Runs:
+    """What each pg_restore run was given, and the work directories that existed while it ran."""
+
+    argv: list[list[str]] = field(default_factory=list)
+    work_dirs: list[str] = field(default_factory=list)
+
+
+def _recorded_runs(monkeypatch) -> _Runs:
+    from tether.workdirs import work_root
+
+    runs = _Runs()
     real_run = dumps.run_with_progress
 
     def recording(argv, *args, **kwargs):
-        runs.append([str(arg) for arg in argv])
+        runs.argv.append([str(arg) for arg in argv])
+        runs.work_dirs.extend(entry.name for entry in work_root().iterdir())
         return real_run(argv, *args, **kwargs)
 
     monkeypatch.setattr(dumps, "run_with_progress", recording)
     return runs
-
-
-def _work_dirs_during_the_restore(monkeypatch) -> list[str]:
-    """The private work directories that exist while pg_restore runs (their names, as the next run reads them)."""
-    from tether.workdirs import work_root
-
-    seen: list[str] = []
-    real_run = dumps.run_with_progress
-
-    def looking(argv, *args, **kwargs):
-        seen.extend(entry.name for entry in work_root().iterdir())
-        return real_run(argv, *args, **kwargs)
-
-    monkeypatch.setattr(dumps, "run_with_progress", looking)
-    return seen
 
 
 def test_a_killed_restores_work_directory_is_one_the_next_run_recognizes(small_dump, target_db, monkeypatch):
@@ -314,9 +311,9 @@ def test_a_killed_restores_work_directory_is_one_the_next_run_recognizes(small_d
 
     from tether.workdirs import _NAME
 
-    seen = _work_dirs_during_the_restore(monkeypatch)
+    runs = _recorded_runs(monkeypatch)
     dumps.restore_dump(small_dump, target_db)
-    mine = [name for name in seen if f"-{os.getpid()}-" in name]
+    mine = [name for name in runs.work_dirs if f"-{os.getpid()}-" in name]
     assert mine and all(_NAME.match(name) and name.startswith("restore-") for name in mine)
 
 
@@ -332,7 +329,7 @@ def _partitions_attached(target) -> None:
 def test_a_parallel_restore_attaches_partition_indexes_in_a_second_serial_pass(partitioned_dump, target_db,
                                                                                monkeypatch):
     """pg_restore --jobs and a partitioned index's ATTACH entries do not mix: they go in a serial run after."""
-    runs = _recorded_runs(monkeypatch)
+    runs = _recorded_runs(monkeypatch).argv
     result = dumps.restore_dump(partitioned_dump, target_db, jobs=2)
     assert len(runs) == 2
     assert "--jobs=2" in runs[0] and not any(arg.startswith("--jobs") for arg in runs[1])
@@ -342,7 +339,7 @@ def test_a_parallel_restore_attaches_partition_indexes_in_a_second_serial_pass(p
 
 
 def test_a_one_job_restore_is_a_single_run_of_pg_restore(partitioned_dump, target_db, monkeypatch):
-    runs = _recorded_runs(monkeypatch)
+    runs = _recorded_runs(monkeypatch).argv
     dumps.restore_dump(partitioned_dump, target_db, jobs=1)
     assert len(runs) == 1 and not any(arg.startswith("--jobs") for arg in runs[0])
     _partitions_attached(target_db)
